@@ -42,7 +42,7 @@ impl Platform for Wasi {
             EventKind::Refreshed => EventType::TokenRefreshed,
             EventKind::Failed => EventType::TokenFailed,
         };
-        event_sink::record(&WitEvent {
+        event_sink::emit(&WitEvent {
             event_type,
             api_name: "auth".to_owned(),
             success: event.kind != EventKind::Failed,

@@ -1,0 +1,29 @@
+//! Wasmtime host for the BrasilIntel token manager component.
+//!
+//! ```no_run
+//! use token_host::{Config, EventStore, Runtime, TokenManager};
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let config = Config::from_env()?;
+//! let runtime = Runtime::embedded()?;
+//! let events = EventStore::open(config.database.path());
+//! let manager = TokenManager::new(&runtime, config.settings, events).await?;
+//! if let Some(token) = manager.get_token().await {
+//!     // use it as `Authorization: Bearer {token}`
+//! #   let _ = token;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod config;
+pub mod egress;
+pub mod endpoint;
+pub mod events;
+pub mod manager;
+pub mod runner;
+
+pub use config::{Config, ConfigError, DatabaseUrl};
+pub use events::{EventRow, EventStore};
+pub use manager::{Runtime, TokenInfo, TokenManager};
+pub use token_component::settings::{ClientAuth, Endpoint, Settings};

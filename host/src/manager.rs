@@ -1,0 +1,345 @@
+//! Loading the component and driving it: [`Runtime`] compiles once,
+//! [`TokenManager`] owns one instance and serialises calls into it.
+
+use crate::egress::{EgressPolicy, EgressStats};
+use crate::events::{EventRow, EventStore, utc_timestamp};
+use anyhow::Context as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+use token_component::settings::{ClientAuth, Endpoint, Settings};
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "token-component",
+        exports: { default: async },
+    });
+}
+
+use bindings::brasilintel::auth::types::{Event, EventType};
+use bindings::exports::brasilintel::auth::token_manager as wit;
+use bindings::{TokenComponent, TokenComponentPre};
+
+/// The component built with this host (`wasm32-wasip2`, profile `component`).
+pub const EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/token_component.wasm"));
+
+/// Compiled component and linker, shared by any number of managers.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    pre: TokenComponentPre<HostState>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// The embedded component.
+    pub fn embedded() -> anyhow::Result<Runtime> {
+        Self::from_bytes(EMBEDDED_COMPONENT)
+    }
+
+    /// A component file (e.g. another build of the token component).
+    pub fn from_file(path: &Path) -> anyhow::Result<Runtime> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read the component {}", path.display()))?;
+        Self::from_bytes(&bytes).with_context(|| format!("cannot load the component {}", path.display()))
+    }
+
+    /// A component from bytes.
+    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Runtime> {
+        let engine = Engine::new(&wasmtime::Config::new())?;
+        let component = Component::new(&engine, bytes)
+            .map_err(|e| anyhow::Error::from(e).context("not a valid WebAssembly component"))?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        TokenComponent::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        let pre = TokenComponentPre::new(linker.instantiate_pre(&component)?).map_err(|e| {
+            anyhow::Error::from(e).context("the component does not export brasilintel:auth/token-manager")
+        })?;
+        Ok(Runtime { engine, pre })
+    }
+
+    /// The imports the component declares, as `namespace:package/interface@version`.
+    pub fn component_imports(&self) -> Vec<String> {
+        let ty = self.pre.instance_pre().component().component_type();
+        ty.imports(&self.engine).map(|(name, _)| name.to_owned()).collect()
+    }
+}
+
+/// The `T` of the store: WASI, HTTP with the egress policy, the event sink.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    egress: EgressPolicy,
+    events: EventStore,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
+    }
+}
+
+impl bindings::brasilintel::auth::types::Host for HostState {}
+
+impl bindings::brasilintel::auth::event_sink::Host for HostState {
+    fn emit(&mut self, event: Event) {
+        self.events.record(EventRow {
+            event_type: event_type_name(event.event_type).to_owned(),
+            api_name: event.api_name,
+            timestamp: utc_timestamp(SystemTime::now()),
+            success: event.success,
+            detail: Some(event.detail),
+            run_id: event.run_id,
+        });
+    }
+}
+
+/// The upper-case member name the application's ORM stores (SPEC §5).
+pub fn event_type_name(t: EventType) -> &'static str {
+    match t {
+        EventType::TokenAcquired => "TOKEN_ACQUIRED",
+        EventType::TokenRefreshed => "TOKEN_REFRESHED",
+        EventType::TokenFailed => "TOKEN_FAILED",
+        EventType::NewsFetch => "NEWS_FETCH",
+        EventType::NewsFallback => "NEWS_FALLBACK",
+        EventType::EquityFetch => "EQUITY_FETCH",
+        EventType::EquityFallback => "EQUITY_FALLBACK",
+        EventType::EmailSent => "EMAIL_SENT",
+        EventType::EmailFallback => "EMAIL_FALLBACK",
+    }
+}
+
+/// The cached token as `token-info` reports it. `Debug` shows it redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The bearer token.
+    pub access_token: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+    /// Token type, `Bearer`.
+    pub token_type: String,
+    /// When the manager will refresh it, Unix seconds.
+    pub refresh_at: i64,
+}
+
+impl std::fmt::Debug for TokenInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenInfo")
+            .field("access_token", &token_component::redact::token(&self.access_token))
+            .field("expires_at", &self.expires_at)
+            .field("token_type", &self.token_type)
+            .field("refresh_at", &self.refresh_at)
+            .finish()
+    }
+}
+
+/// Call one export of the manager resource through [`TokenManager::call`].
+macro_rules! export_call {
+    ($self:ident, $name:literal, $method:ident) => {
+        $self
+            .call($name, |g| {
+                Box::pin(async move {
+                    let manager = g.bindings.brasilintel_auth_token_manager().manager();
+                    manager.$method(&mut g.store, g.manager).await
+                })
+            })
+            .await
+    };
+}
+
+type GuestCall<'a, R> = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+
+struct Guest {
+    store: Store<HostState>,
+    bindings: TokenComponent,
+    manager: ResourceAny,
+}
+
+/// One token manager: a component instance behind an async lock, so that it
+/// can be shared by any number of tasks (`Arc<TokenManager>`). Concurrent
+/// callers queue for the instance, so an empty cache costs one request.
+pub struct TokenManager {
+    runtime: Runtime,
+    settings: Settings,
+    egress_endpoint: Option<Endpoint>,
+    events: EventStore,
+    egress: Arc<EgressStats>,
+    guest: tokio::sync::Mutex<Guest>,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("settings", &self.settings)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenManager {
+    /// A manager whose outgoing HTTP may reach only the settings' token endpoint.
+    pub async fn new(runtime: &Runtime, settings: Settings, events: EventStore) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::parse(&settings.base_url, &settings.token_path).ok();
+        Self::with_egress(runtime, settings, events, endpoint).await
+    }
+
+    /// A manager whose outgoing HTTP may reach only `egress` (`None`: nothing),
+    /// whatever the settings name. For sandboxes that pin the endpoint, and
+    /// for testing the policy.
+    pub async fn with_egress(
+        runtime: &Runtime,
+        settings: Settings,
+        events: EventStore,
+        egress: Option<Endpoint>,
+    ) -> anyhow::Result<Self> {
+        let stats = Arc::new(EgressStats::default());
+        let policy = EgressPolicy::new(egress.as_ref(), stats.clone());
+        let guest = instantiate(runtime, &settings, &events, policy).await?;
+        Ok(TokenManager {
+            runtime: runtime.clone(),
+            settings,
+            egress_endpoint: egress,
+            events,
+            egress: stats,
+            guest: tokio::sync::Mutex::new(guest),
+        })
+    }
+
+    /// The token: from the cache while valid, else freshly acquired. `None`
+    /// on failure (recorded as `TOKEN_FAILED`).
+    pub async fn get_token(&self) -> Option<String> {
+        export_call!(self, "get-token", call_get_token)
+            .flatten()
+    }
+
+    /// Drop the cached token and acquire a new one (`TOKEN_REFRESHED`).
+    pub async fn force_refresh(&self) -> Option<String> {
+        export_call!(self, "force-refresh", call_force_refresh)
+            .flatten()
+    }
+
+    /// The cached token with its expiry.
+    pub async fn token_info(&self) -> Option<TokenInfo> {
+        let info = export_call!(self, "token-info", call_token_info).flatten()?;
+        Some(TokenInfo {
+            access_token: info.access_token,
+            expires_at: info.expires_at,
+            token_type: info.token_type,
+            refresh_at: info.refresh_at,
+        })
+    }
+
+    /// Whether a cached token is outside the refresh margin.
+    pub async fn is_token_valid(&self) -> bool {
+        export_call!(self, "is-token-valid", call_is_token_valid)
+            .unwrap_or(false)
+    }
+
+    /// Whether base URL, client id and secret are all set (asks the component).
+    pub async fn is_configured(&self) -> bool {
+        export_call!(self, "is-configured", call_is_configured)
+            .unwrap_or(false)
+    }
+
+    /// Requests sent to (and denied outside) the token endpoint so far.
+    pub fn egress(&self) -> &EgressStats {
+        &self.egress
+    }
+
+    /// The event store this manager records into.
+    pub fn events(&self) -> &EventStore {
+        &self.events
+    }
+
+    /// The settings (redacted in `Debug`).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Run one export. A trap does not take the host down: it is logged and
+    /// recorded, the instance is replaced, and the caller gets `None`.
+    async fn call<R>(&self, what: &'static str, f: impl for<'a> FnOnce(&'a mut Guest) -> GuestCall<'a, R>) -> Option<R> {
+        let mut guest = self.guest.lock().await;
+        match f(&mut guest).await {
+            Ok(r) => Some(r),
+            Err(trap) => {
+                tracing::error!(call = what, error = %trap, "the token component trapped; re-instantiating");
+                self.events.record(EventRow {
+                    event_type: "TOKEN_FAILED".into(),
+                    api_name: "auth".into(),
+                    timestamp: utc_timestamp(SystemTime::now()),
+                    success: false,
+                    detail: Some(serde_json::json!({"error": "component_trap", "call": what}).to_string()),
+                    run_id: None,
+                });
+                let policy = EgressPolicy::new(self.egress_endpoint.as_ref(), self.egress.clone());
+                match instantiate(&self.runtime, &self.settings, &self.events, policy).await {
+                    Ok(fresh) => *guest = fresh,
+                    Err(e) => tracing::error!(error = %e, "cannot re-instantiate the token component"),
+                }
+                None
+            }
+        }
+    }
+}
+
+async fn instantiate(runtime: &Runtime, settings: &Settings, events: &EventStore, egress: EgressPolicy) -> anyhow::Result<Guest> {
+    let state = HostState {
+        wasi: WasiCtx::builder().build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        egress,
+        events: events.clone(),
+    };
+    let mut store = Store::new(&runtime.engine, state);
+    let bindings = runtime.pre.instantiate_async(&mut store).await?;
+    let manager = bindings
+        .brasilintel_auth_token_manager()
+        .manager()
+        .call_constructor(&mut store, &to_wit(settings))
+        .await?;
+    Ok(Guest { store, bindings, manager })
+}
+
+fn to_wit(s: &Settings) -> wit::Settings {
+    wit::Settings {
+        base_url: s.base_url.clone(),
+        client_id: s.client_id.clone(),
+        client_secret: s.client_secret.clone(),
+        token_path: s.token_path.clone(),
+        scope: s.scope.clone(),
+        client_auth: match s.client_auth {
+            ClientAuth::SecretPost => wit::ClientAuth::ClientSecretPost,
+            ClientAuth::SecretBasic => wit::ClientAuth::ClientSecretBasic,
+        },
+        refresh_margin_seconds: s.refresh_margin_seconds,
+        max_attempts: s.max_attempts,
+        backoff_multiplier_ms: s.backoff_multiplier_ms,
+        backoff_min_ms: s.backoff_min_ms,
+        backoff_max_ms: s.backoff_max_ms,
+        connect_timeout_ms: s.connect_timeout_ms,
+        first_byte_timeout_ms: s.first_byte_timeout_ms,
+        between_bytes_timeout_ms: s.between_bytes_timeout_ms,
+        acquisition_deadline_ms: s.acquisition_deadline_ms,
+        failure_cooldown_seconds: s.failure_cooldown_seconds,
+        invalid_credentials_cooldown_seconds: s.invalid_credentials_cooldown_seconds,
+        refresh_jitter_percent: s.refresh_jitter_percent,
+    }
+}
