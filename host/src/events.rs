@@ -258,6 +258,10 @@ pub fn open_database(path: &Path) -> rusqlite::Result<Connection> {
     }
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // The application (SQLAlchemy on SQLite) runs without foreign-key
+    // enforcement, and `runs` may not exist in a fresh file; the bundled
+    // SQLite enforces them by default, which would refuse every insert.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
     // WAL lets the dashboard read while we write; a read-only file keeps its mode.
     let _ = conn.pragma_update(None, "journal_mode", "WAL");
     conn.execute_batch(API_EVENTS_DDL)?;

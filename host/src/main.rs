@@ -1,1 +1,243 @@
-fn main(){}
+//! `token-manager`: the BrasilIntel token manager's command line.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use token_host::config::{Config, DatabaseUrl};
+use token_host::endpoint::{EndpointConfig, TokenEndpoint};
+use token_host::events::{self, EventStore};
+use token_host::runner::{self, EXIT_CONFIG, EXIT_TOKEN_FAILED, Report};
+use token_host::{Runtime, Settings, TokenManager};
+
+/// OAuth2 client-credentials token manager for the MMC Core API, running
+/// as a sandboxed WASI component inside this wasmtime host.
+///
+/// Configuration comes from the environment, then from `.env` in the working
+/// directory (the environment wins): MMC_API_BASE_URL, MMC_API_CLIENT_ID,
+/// MMC_API_CLIENT_SECRET, MMC_API_TOKEN_PATH (default
+/// /coreapi/access-management/v1/token), MMC_API_SCOPE, MMC_API_CLIENT_AUTH
+/// (client_secret_post or client_secret_basic) and DATABASE_URL (default
+/// sqlite:///./data/brasilintel.db). Logs go to stderr; set RUST_LOG (e.g.
+/// RUST_LOG=debug) for more. Secrets and tokens are never logged.
+#[derive(Parser)]
+#[command(name = "token-manager", version, about, long_about)]
+struct Cli {
+    /// Load this component instead of the embedded one (a .wasm built from component/).
+    #[arg(long, global = true, value_name = "PATH")]
+    component: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the configured credentials against the real token endpoint.
+    ///
+    /// Four steps: configuration, token acquisition, cache (a second
+    /// get-token must not reach the server), force refresh. Exit code 0 when
+    /// all pass, 1 when a token step fails, 2 when configuration is missing
+    /// or invalid. Events are written to DATABASE_URL.
+    TestAuth {
+        /// Print a JSON report on stdout instead of the human one.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the four test-auth steps against an embedded local token endpoint.
+    ///
+    /// Needs no credentials: starts an OAuth2 endpoint on 127.0.0.1 that
+    /// issues signed JWTs for a demo client, runs the steps through the
+    /// component, and prints the api_events rows written.
+    Demo {
+        /// Print a JSON report on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Lifetime of the demo tokens, in seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        lifetime: u64,
+        /// Where the demo writes its events (kept apart from the application's database).
+        #[arg(long, default_value = "sqlite:///./data/demo.db", value_name = "URL")]
+        database: String,
+    },
+    /// Print the latest rows of api_events from DATABASE_URL (or --database).
+    Events {
+        /// How many rows, newest first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Read this database instead of DATABASE_URL.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_TOKEN_FAILED as u8)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::TestAuth { json } => test_auth(cli.component, json).await,
+        Command::Demo { json, lifetime, database } => demo(cli.component, json, lifetime, &database).await,
+        Command::Events { limit, json, database } => show_events(limit, json, database),
+    }
+}
+
+fn load_runtime(component: Option<PathBuf>) -> anyhow::Result<Runtime> {
+    match component {
+        Some(path) => Runtime::from_file(&path),
+        None => Runtime::embedded(),
+    }
+}
+
+fn print(report: &Report, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("JSON"));
+    } else {
+        print!("{}", report.to_text());
+    }
+}
+
+async fn test_auth(component: Option<PathBuf>, json: bool) -> anyhow::Result<i32> {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}\n{}\n\nconfiguration error: {e}", runner::BANNER, "=".repeat(runner::BANNER.chars().count()));
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    let step = match runner::check_configuration(&config) {
+        Ok(step) => step,
+        Err(report) => {
+            print(&report, json);
+            return Ok(report.exit_code());
+        }
+    };
+    let runtime = load_runtime(component)?;
+    let events = EventStore::open(config.database.path());
+    let manager = TokenManager::new(&runtime, config.settings, events.clone()).await?;
+    let report = runner::run_token_steps(step, &manager).await;
+    events.flush();
+    print(&report, json);
+    Ok(report.exit_code())
+}
+
+async fn demo(component: Option<PathBuf>, json: bool, lifetime: u64, database: &str) -> anyhow::Result<i32> {
+    let database = DatabaseUrl::parse(database)?;
+    let endpoint = TokenEndpoint::start(EndpointConfig { lifetime_secs: lifetime, ..EndpointConfig::default() }).await?;
+    let config = Config {
+        settings: Settings {
+            base_url: endpoint.base_url(),
+            client_id: endpoint.config().client_id.clone(),
+            client_secret: endpoint.config().client_secret.clone(),
+            token_path: endpoint.config().path.clone(),
+            ..Settings::default()
+        },
+        database,
+    };
+    if !json {
+        println!("Demo: local OAuth2 token endpoint at {} (demo client, random secret)\n", endpoint.base_url());
+    }
+    let step = runner::check_configuration(&config).map_err(|r| anyhow::anyhow!("demo configuration invalid: {:?}", r.steps[0].lines))?;
+    let runtime = load_runtime(component)?;
+    let events = EventStore::open(config.database.path());
+    let first_id = last_event_id(config.database.path()).unwrap_or(0);
+    let manager = TokenManager::new(&runtime, config.settings, events.clone()).await?;
+    let report = runner::run_token_steps(step, &manager).await;
+    events.flush();
+    let rows = events_since(config.database.path(), first_id)?;
+    if json {
+        let mut v = report.to_json();
+        v["endpoint"] = serde_json::json!(endpoint.base_url());
+        v["server_requests"] = serde_json::json!(endpoint.request_count());
+        v["events"] = rows.iter().map(|(id, r)| row_json(*id, r)).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", report.to_text());
+        println!("\nThe endpoint received {} request(s).", endpoint.request_count());
+        println!("api_events rows written ({}):\n", config.database.path().display());
+        print!("{}", events_table(&rows));
+    }
+    Ok(report.exit_code())
+}
+
+fn last_event_id(path: &std::path::Path) -> Option<i64> {
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM api_events", [], |r| r.get(0)).ok()
+}
+
+fn events_since(path: &std::path::Path, after: i64) -> anyhow::Result<Vec<(i64, events::EventRow)>> {
+    let conn = rusqlite::Connection::open(path)?;
+    let mut rows = events::latest(&conn, 1000)?;
+    rows.retain(|(id, _)| *id > after);
+    rows.reverse();
+    Ok(rows)
+}
+
+fn show_events(limit: u32, json: bool, database: Option<String>) -> anyhow::Result<i32> {
+    let database = match database {
+        Some(url) => DatabaseUrl::parse(&url)?,
+        None => Config::from_env()?.database,
+    };
+    let path = database.path();
+    if !path.exists() {
+        eprintln!("no events database at {} yet: run `just test-auth` first, or set DATABASE_URL (the demo writes to --database sqlite:///./data/demo.db)", path.display());
+        return Ok(EXIT_TOKEN_FAILED);
+    }
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let rows = match events::latest(&conn, limit) {
+        Ok(rows) => rows,
+        Err(e) => anyhow::bail!("cannot read api_events from {}: {e}", path.display()),
+    };
+    if json {
+        for (id, row) in &rows {
+            println!("{}", row_json(*id, row));
+        }
+    } else {
+        print!("{}", events_table(&rows));
+    }
+    Ok(0)
+}
+
+fn row_json(id: i64, r: &events::EventRow) -> serde_json::Value {
+    let detail = r.detail.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
+    serde_json::json!({
+        "id": id, "event_type": r.event_type, "api_name": r.api_name, "timestamp": r.timestamp,
+        "success": r.success, "detail": detail, "run_id": r.run_id,
+    })
+}
+
+fn events_table(rows: &[(i64, events::EventRow)]) -> String {
+    if rows.is_empty() {
+        return "(no events)\n".into();
+    }
+    let mut out = format!("{:>5}  {:<26}  {:<16}  {:<5}  {:<7}  {}\n", "id", "timestamp (UTC)", "event_type", "api", "success", "detail");
+    for (id, r) in rows {
+        out.push_str(&format!(
+            "{id:>5}  {:<26}  {:<16}  {:<5}  {:<7}  {}\n",
+            r.timestamp,
+            r.event_type,
+            r.api_name,
+            r.success,
+            r.detail.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
