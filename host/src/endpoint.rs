@@ -91,6 +91,8 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// Raw body.
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub received_at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -223,6 +225,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
         body,
+        received_at: std::time::Instant::now(),
     };
     lock(&state.requests).push(recorded.clone());
     let scripted = lock(&state.script).pop_front();
