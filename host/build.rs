@@ -14,7 +14,13 @@ const PROFILE: &str = "component";
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest_dir.parent().unwrap().to_path_buf();
-    for path in ["component/src", "component/Cargo.toml", "wit", "Cargo.lock", "Cargo.toml"] {
+    for path in [
+        "component/src",
+        "component/Cargo.toml",
+        "wit",
+        "Cargo.lock",
+        "Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=TOKEN_COMPONENT_WASM");
@@ -31,7 +37,15 @@ fn main() {
     let target_dir = component_target_dir(&workspace);
     let status = Command::new(&cargo)
         .current_dir(&workspace)
-        .args(["build", "--package", "token-component", "--target", TARGET, "--profile", PROFILE])
+        .args([
+            "build",
+            "--package",
+            "token-component",
+            "--target",
+            TARGET,
+            "--profile",
+            PROFILE,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -43,8 +57,14 @@ fn main() {
         .env_remove("RUSTC_WRAPPER")
         .status()
         .expect("run cargo to build the component");
-    assert!(status.success(), "building the token component for {TARGET} failed");
-    let wasm = target_dir.join(TARGET).join(PROFILE).join("token_component.wasm");
+    assert!(
+        status.success(),
+        "building the token component for {TARGET} failed"
+    );
+    let wasm = target_dir
+        .join(TARGET)
+        .join(PROFILE)
+        .join("token_component.wasm");
     std::fs::copy(&wasm, &out).unwrap_or_else(|e| panic!("copy {}: {e}", wasm.display()));
 }
 
@@ -53,7 +73,11 @@ fn component_target_dir(workspace: &Path) -> PathBuf {
     let target = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
-    let target = if target.is_absolute() { target } else { workspace.join(target) };
+    let target = if target.is_absolute() {
+        target
+    } else {
+        workspace.join(target)
+    };
     target.join("wasm-component")
 }
 
@@ -61,15 +85,24 @@ fn component_target_dir(workspace: &Path) -> PathBuf {
 /// wasm-pack and cargo-component do.
 fn ensure_target() {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().expect("run rustc --print sysroot");
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("run rustc --print sysroot");
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     if sysroot.join("lib/rustlib").join(TARGET).exists() {
         return;
     }
-    println!("cargo:warning=the {TARGET} target is missing: installing it with `rustup target add {TARGET}`");
-    let status = Command::new("rustup").args(["target", "add", TARGET]).status();
+    println!(
+        "cargo:warning=the {TARGET} target is missing: installing it with `rustup target add {TARGET}`"
+    );
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status();
     match status {
         Ok(s) if s.success() => {}
-        _ => panic!("could not install the {TARGET} target; run `rustup target add {TARGET}` and build again"),
+        _ => panic!(
+            "could not install the {TARGET} target; run `rustup target add {TARGET}` and build again"
+        ),
     }
 }

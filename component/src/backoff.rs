@@ -27,7 +27,9 @@ impl Backoff {
 
     /// The window `[lo, hi]` (ms) to draw the wait from after attempt `n` (1-based).
     pub fn window(&self, n: u32) -> (u64, u64) {
-        let exp = self.multiplier_ms.saturating_mul(1u64 << n.saturating_sub(1).min(62));
+        let exp = self
+            .multiplier_ms
+            .saturating_mul(1u64 << n.saturating_sub(1).min(62));
         (self.min_ms, exp.clamp(self.min_ms, self.max_ms))
     }
 
@@ -68,7 +70,11 @@ mod tests {
 
     #[test]
     fn max_below_min_is_raised() {
-        let s = Settings { backoff_min_ms: 50, backoff_max_ms: 10, ..Settings::default() };
+        let s = Settings {
+            backoff_min_ms: 50,
+            backoff_max_ms: 10,
+            ..Settings::default()
+        };
         assert_eq!(Backoff::from_settings(&s).window(9), (50, 50));
     }
 }

@@ -8,7 +8,9 @@ pub fn encode_into(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in s.as_bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => {
                 out.push('%');
@@ -51,14 +53,21 @@ pub fn token_request(settings: &Settings) -> TokenRequestParts {
         }
         ClientAuth::SecretBasic => {
             // §2.3.1: both parts are form-encoded before they are joined.
-            let pair = format!("{}:{}", encode(&settings.client_id), encode(&settings.client_secret));
+            let pair = format!(
+                "{}:{}",
+                encode(&settings.client_id),
+                encode(&settings.client_secret)
+            );
             Some(format!("Basic {}", crate::base64::encode(pair.as_bytes())))
         }
     };
     if let Some(scope) = settings.scope.as_deref().filter(|s| !s.is_empty()) {
         field("scope", scope);
     }
-    TokenRequestParts { body, authorization }
+    TokenRequestParts {
+        body,
+        authorization,
+    }
 }
 
 #[cfg(test)]
@@ -76,14 +85,20 @@ mod tests {
 
     #[test]
     fn encodes_reserved_and_non_ascii() {
-        assert_eq!(encode("a b+c&d=e%f:g/ç"), "a+b%2Bc%26d%3De%25f%3Ag%2F%C3%A7");
+        assert_eq!(
+            encode("a b+c&d=e%f:g/ç"),
+            "a+b%2Bc%26d%3De%25f%3Ag%2F%C3%A7"
+        );
         assert_eq!(encode("AZaz09-._*"), "AZaz09-._*");
     }
 
     #[test]
     fn secret_post_puts_credentials_in_the_body() {
         let parts = token_request(&settings("my id", "p&ss=wörd", ClientAuth::SecretPost));
-        assert_eq!(parts.body, "grant_type=client_credentials&client_id=my+id&client_secret=p%26ss%3Dw%C3%B6rd");
+        assert_eq!(
+            parts.body,
+            "grant_type=client_credentials&client_id=my+id&client_secret=p%26ss%3Dw%C3%B6rd"
+        );
         assert!(parts.authorization.is_none());
     }
 

@@ -114,11 +114,22 @@ impl<P: Platform> Manager<P> {
             Endpoint::parse(&settings.base_url, &settings.token_path)
                 .map(|endpoint| {
                     let parts = form::token_request(&settings);
-                    Target { endpoint, body: parts.body, authorization: parts.authorization }
+                    Target {
+                        endpoint,
+                        body: parts.body,
+                        authorization: parts.authorization,
+                    }
                 })
                 .map_err(|e| Failure::InvalidConfiguration(e.to_string()))
         };
-        Manager { settings, target, cache: None, quiet_until_ms: 0, config_failure_recorded: false, platform }
+        Manager {
+            settings,
+            target,
+            cache: None,
+            quiet_until_ms: 0,
+            config_failure_recorded: false,
+            platform,
+        }
     }
 
     /// True iff base URL, client id and secret are all set.
@@ -144,11 +155,16 @@ impl<P: Platform> Manager<P> {
             // Cool-down after a failure: no request, no event.
             return self.unexpired_token(now);
         }
-        let kind = if self.cache.is_some() { EventKind::Refreshed } else { EventKind::Acquired };
+        let kind = if self.cache.is_some() {
+            EventKind::Refreshed
+        } else {
+            EventKind::Acquired
+        };
         match self.acquire(kind) {
             Some(token) => Some(token),
             None if unexpired => {
-                let until = self.platform.now_ms() + secs_to_ms(self.settings.failure_cooldown_seconds);
+                let until =
+                    self.platform.now_ms() + secs_to_ms(self.settings.failure_cooldown_seconds);
                 self.quiet_until_ms = self.quiet_until_ms.max(until);
                 self.unexpired_token(self.platform.now_ms())
             }
@@ -176,7 +192,10 @@ impl<P: Platform> Manager<P> {
     }
 
     fn unexpired_token(&self, now: i64) -> Option<String> {
-        self.cache.as_ref().filter(|c| now < c.expires_at_ms).map(|c| c.access_token.clone())
+        self.cache
+            .as_ref()
+            .filter(|c| now < c.expires_at_ms)
+            .map(|c| c.access_token.clone())
     }
 
     fn acquire(&mut self, kind: EventKind) -> Option<String> {
@@ -187,7 +206,10 @@ impl<P: Platform> Manager<P> {
                 if !self.config_failure_recorded {
                     self.config_failure_recorded = true;
                     let detail = failure.detail();
-                    self.platform.record(Event { kind: EventKind::Failed, detail });
+                    self.platform.record(Event {
+                        kind: EventKind::Failed,
+                        detail,
+                    });
                 }
                 return None;
             }
@@ -218,10 +240,14 @@ impl<P: Platform> Manager<P> {
                 Verdict::Granted(grant) => return Some(self.store(grant, kind, now)),
                 Verdict::Fail(failure) => {
                     if let Failure::InvalidCredentials { .. } = failure {
-                        self.quiet_until_ms = now + secs_to_ms(s.invalid_credentials_cooldown_seconds);
+                        self.quiet_until_ms =
+                            now + secs_to_ms(s.invalid_credentials_cooldown_seconds);
                     }
                     let detail = failure.detail();
-                    self.platform.record(Event { kind: EventKind::Failed, detail });
+                    self.platform.record(Event {
+                        kind: EventKind::Failed,
+                        detail,
+                    });
                     return None;
                 }
                 Verdict::Retry(cause) => {
@@ -239,7 +265,10 @@ impl<P: Platform> Manager<P> {
             }
         }
         let detail = Failure::MaxRetries { attempts, last }.detail();
-        self.platform.record(Event { kind: EventKind::Failed, detail });
+        self.platform.record(Event {
+            kind: EventKind::Failed,
+            detail,
+        });
         None
     }
 
@@ -310,11 +339,17 @@ mod tests {
 
     fn token(name: &str, expires_in: i64) -> Result<HttpResponse, TransportError> {
         let body = format!(r#"{{"access_token":"{name}","expires_in":{expires_in}}}"#);
-        Ok(HttpResponse { status: 200, body: body.into_bytes() })
+        Ok(HttpResponse {
+            status: 200,
+            body: body.into_bytes(),
+        })
     }
 
     fn status(status: u16) -> Result<HttpResponse, TransportError> {
-        Ok(HttpResponse { status, body: Vec::new() })
+        Ok(HttpResponse {
+            status,
+            body: Vec::new(),
+        })
     }
 
     fn settings() -> Settings {
@@ -328,7 +363,11 @@ mod tests {
     }
 
     fn manager(script: Vec<Result<HttpResponse, TransportError>>) -> Manager<World> {
-        let world = World { now_ms: 1_700_000_000_000, script: script.into(), ..World::default() };
+        let world = World {
+            now_ms: 1_700_000_000_000,
+            script: script.into(),
+            ..World::default()
+        };
         Manager::new(settings(), world)
     }
 
@@ -344,7 +383,10 @@ mod tests {
         assert!(m.is_token_valid());
         assert_eq!(m.platform.requests.len(), 1);
         assert_eq!(kinds(&m), [EventKind::Acquired]);
-        assert_eq!(m.platform.events[0].detail, r#"{"expires_in_seconds":3600,"token_type":"Bearer"}"#);
+        assert_eq!(
+            m.platform.events[0].detail,
+            r#"{"expires_in_seconds":3600,"token_type":"Bearer"}"#
+        );
         let info = m.token_info().unwrap();
         assert_eq!(info.expires_at, 1_700_000_000 + 3600);
         assert_eq!(info.refresh_at, 1_700_000_000 + 3600 - 300);
@@ -400,7 +442,10 @@ mod tests {
         assert_eq!(m.platform.requests.len(), 3);
         assert_eq!(m.platform.sleeps, [2_000, 2_000]);
         assert_eq!(kinds(&m), [EventKind::Failed]);
-        assert_eq!(m.platform.events[0].detail, r#"{"error":"max_retries_exceeded","attempts":3,"last_status":503}"#);
+        assert_eq!(
+            m.platform.events[0].detail,
+            r#"{"error":"max_retries_exceeded","attempts":3,"last_status":503}"#
+        );
     }
 
     #[test]
@@ -415,18 +460,31 @@ mod tests {
         let mut m = manager(vec![status(401), status(403)]);
         assert_eq!(m.get_token(), None);
         assert_eq!(m.get_token(), None);
-        assert_eq!(m.platform.requests.len(), 1, "no request during the cool-down");
+        assert_eq!(
+            m.platform.requests.len(),
+            1,
+            "no request during the cool-down"
+        );
         assert_eq!(m.platform.events.len(), 1);
         assert!(m.platform.sleeps.is_empty());
         // force-refresh bypasses the cool-down
         assert_eq!(m.force_refresh(), None);
         assert_eq!(m.platform.requests.len(), 2);
-        assert_eq!(m.platform.events[1].detail, r#"{"status_code":403,"error":"invalid_credentials"}"#);
+        assert_eq!(
+            m.platform.events[1].detail,
+            r#"{"status_code":403,"error":"invalid_credentials"}"#
+        );
     }
 
     #[test]
     fn failed_refresh_keeps_serving_the_unexpired_token() {
-        let mut m = manager(vec![token("t1", 3600), status(500), status(500), status(500), token("t2", 3600)]);
+        let mut m = manager(vec![
+            token("t1", 3600),
+            status(500),
+            status(500),
+            status(500),
+            token("t2", 3600),
+        ]);
         m.get_token();
         m.platform.now_ms += 3_400_000;
         assert_eq!(m.get_token().as_deref(), Some("t1"));
@@ -437,7 +495,10 @@ mod tests {
         assert_eq!(m.platform.requests.len(), before);
         m.platform.now_ms += 30_000;
         assert_eq!(m.get_token().as_deref(), Some("t2"));
-        assert_eq!(kinds(&m), [EventKind::Acquired, EventKind::Failed, EventKind::Refreshed]);
+        assert_eq!(
+            kinds(&m),
+            [EventKind::Acquired, EventKind::Failed, EventKind::Refreshed]
+        );
     }
 
     #[test]
@@ -471,13 +532,20 @@ mod tests {
         assert_eq!(m.get_token(), None);
         assert_eq!(m.get_token(), None);
         assert_eq!(m.platform.events.len(), 1);
-        assert!(m.platform.events[0].detail.contains("invalid_configuration"));
+        assert!(
+            m.platform.events[0]
+                .detail
+                .contains("invalid_configuration")
+        );
         assert!(!m.platform.events[0].detail.contains("secret"));
     }
 
     #[test]
     fn unusable_response_is_not_retried() {
-        let mut m = manager(vec![Ok(HttpResponse { status: 200, body: b"<html>".to_vec() })]);
+        let mut m = manager(vec![Ok(HttpResponse {
+            status: 200,
+            body: b"<html>".to_vec(),
+        })]);
         assert_eq!(m.get_token(), None);
         assert_eq!(m.platform.requests.len(), 1);
         assert_eq!(

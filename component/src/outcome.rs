@@ -47,7 +47,10 @@ impl TransportError {
     /// Transient faults are worth another attempt; a denial, a TLS failure or
     /// an oversized body will not change by retrying.
     pub fn is_transient(self) -> bool {
-        matches!(self, TransportError::Timeout | TransportError::Connection | TransportError::Protocol)
+        matches!(
+            self,
+            TransportError::Timeout | TransportError::Connection | TransportError::Protocol
+        )
     }
 }
 
@@ -118,9 +121,14 @@ pub fn classify(result: Result<HttpResponse, TransportError>, now: i64) -> Verdi
     match resp.status {
         200..=299 => match response::parse(&resp.body, now) {
             Ok(grant) => Verdict::Granted(grant),
-            Err(invalid) => Verdict::Fail(Failure::InvalidResponse { status: resp.status, invalid }),
+            Err(invalid) => Verdict::Fail(Failure::InvalidResponse {
+                status: resp.status,
+                invalid,
+            }),
         },
-        401 | 403 => Verdict::Fail(Failure::InvalidCredentials { status: resp.status }),
+        401 | 403 => Verdict::Fail(Failure::InvalidCredentials {
+            status: resp.status,
+        }),
         429 | 500..=599 => Verdict::Retry(Transient::Status(resp.status)),
         status => Verdict::Fail(Failure::UnexpectedStatus {
             status,
@@ -141,7 +149,10 @@ impl Failure {
             Failure::InvalidCredentials { status } => {
                 json!({"status_code": status, "error": "invalid_credentials"})
             }
-            Failure::UnexpectedStatus { status, oauth_error } => {
+            Failure::UnexpectedStatus {
+                status,
+                oauth_error,
+            } => {
                 let error = match status {
                     300..=399 => "unexpected_redirect",
                     400..=499 => "unexpected_client_error",
@@ -170,7 +181,9 @@ impl Failure {
                 v
             }
             Failure::NotConfigured => json!({"error": "not_configured"}),
-            Failure::InvalidConfiguration(reason) => json!({"error": "invalid_configuration", "reason": reason}),
+            Failure::InvalidConfiguration(reason) => {
+                json!({"error": "invalid_configuration", "reason": reason})
+            }
         };
         v.to_string()
     }
@@ -181,7 +194,13 @@ mod tests {
     use super::*;
 
     fn status(status: u16, body: &str) -> Verdict {
-        classify(Ok(HttpResponse { status, body: body.as_bytes().to_vec() }), 0)
+        classify(
+            Ok(HttpResponse {
+                status,
+                body: body.as_bytes().to_vec(),
+            }),
+            0,
+        )
     }
 
     fn fail(v: Verdict) -> Failure {
@@ -193,47 +212,100 @@ mod tests {
 
     #[test]
     fn statuses_are_classified_as_the_spec_says() {
-        assert!(matches!(status(200, r#"{"access_token":"t"}"#), Verdict::Granted(_)));
+        assert!(matches!(
+            status(200, r#"{"access_token":"t"}"#),
+            Verdict::Granted(_)
+        ));
         for s in [429, 500, 502, 503, 504, 599] {
             assert!(matches!(status(s, ""), Verdict::Retry(Transient::Status(x)) if x == s));
         }
         for s in [401, 403] {
-            assert_eq!(fail(status(s, "")), Failure::InvalidCredentials { status: s });
+            assert_eq!(
+                fail(status(s, "")),
+                Failure::InvalidCredentials { status: s }
+            );
         }
         assert_eq!(
             fail(status(400, r#"{"error":"invalid_client"}"#)),
-            Failure::UnexpectedStatus { status: 400, oauth_error: Some("invalid_client".into()) }
+            Failure::UnexpectedStatus {
+                status: 400,
+                oauth_error: Some("invalid_client".into())
+            }
         );
-        assert_eq!(fail(status(404, "nope")), Failure::UnexpectedStatus { status: 404, oauth_error: None });
+        assert_eq!(
+            fail(status(404, "nope")),
+            Failure::UnexpectedStatus {
+                status: 404,
+                oauth_error: None
+            }
+        );
     }
 
     #[test]
     fn transport_errors() {
-        assert!(matches!(classify(Err(TransportError::Timeout), 0), Verdict::Retry(_)));
-        assert!(matches!(classify(Err(TransportError::Connection), 0), Verdict::Retry(_)));
-        assert_eq!(fail(classify(Err(TransportError::Denied), 0)), Failure::Transport(TransportError::Denied));
-        assert_eq!(fail(classify(Err(TransportError::Tls), 0)), Failure::Transport(TransportError::Tls));
+        assert!(matches!(
+            classify(Err(TransportError::Timeout), 0),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(
+            classify(Err(TransportError::Connection), 0),
+            Verdict::Retry(_)
+        ));
+        assert_eq!(
+            fail(classify(Err(TransportError::Denied), 0)),
+            Failure::Transport(TransportError::Denied)
+        );
+        assert_eq!(
+            fail(classify(Err(TransportError::Tls), 0)),
+            Failure::Transport(TransportError::Tls)
+        );
     }
 
     #[test]
     fn details_are_exact() {
-        let grant = Grant { access_token: "secret-token".into(), token_type: "Bearer".into(), expires_in: 3600 };
-        assert_eq!(grant_detail(&grant), r#"{"expires_in_seconds":3600,"token_type":"Bearer"}"#);
-        assert_eq!(Failure::InvalidCredentials { status: 401 }.detail(), r#"{"status_code":401,"error":"invalid_credentials"}"#);
+        let grant = Grant {
+            access_token: "secret-token".into(),
+            token_type: "Bearer".into(),
+            expires_in: 3600,
+        };
         assert_eq!(
-            Failure::MaxRetries { attempts: 3, last: Transient::Status(503) }.detail(),
+            grant_detail(&grant),
+            r#"{"expires_in_seconds":3600,"token_type":"Bearer"}"#
+        );
+        assert_eq!(
+            Failure::InvalidCredentials { status: 401 }.detail(),
+            r#"{"status_code":401,"error":"invalid_credentials"}"#
+        );
+        assert_eq!(
+            Failure::MaxRetries {
+                attempts: 3,
+                last: Transient::Status(503)
+            }
+            .detail(),
             r#"{"error":"max_retries_exceeded","attempts":3,"last_status":503}"#
         );
         assert_eq!(
-            Failure::MaxRetries { attempts: 3, last: Transient::Transport(TransportError::Timeout) }.detail(),
+            Failure::MaxRetries {
+                attempts: 3,
+                last: Transient::Transport(TransportError::Timeout)
+            }
+            .detail(),
             r#"{"error":"max_retries_exceeded","attempts":3,"last_error":"timeout"}"#
         );
         assert_eq!(
-            Failure::UnexpectedStatus { status: 400, oauth_error: Some("invalid_client".into()) }.detail(),
+            Failure::UnexpectedStatus {
+                status: 400,
+                oauth_error: Some("invalid_client".into())
+            }
+            .detail(),
             r#"{"status_code":400,"error":"unexpected_client_error","oauth_error":"invalid_client"}"#
         );
         assert_eq!(
-            Failure::UnexpectedStatus { status: 302, oauth_error: None }.detail(),
+            Failure::UnexpectedStatus {
+                status: 302,
+                oauth_error: None
+            }
+            .detail(),
             r#"{"status_code":302,"error":"unexpected_redirect"}"#
         );
     }

@@ -29,7 +29,10 @@ mod tests {
     fn shows_only_the_allowed_parts() {
         assert_eq!(super::client_id("brasilintel-client"), "bras***");
         assert_eq!(super::client_id("short"), "***");
-        assert_eq!(super::token("eyJhbGciOiJIUzI1NiJ9.payload.signature"), "eyJhbGci...ture");
+        assert_eq!(
+            super::token("eyJhbGciOiJIUzI1NiJ9.payload.signature"),
+            "eyJhbGci...ture"
+        );
         assert_eq!(super::token("tiny-token"), "***");
     }
 }

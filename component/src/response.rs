@@ -132,15 +132,20 @@ fn expires_in(v: &Value) -> Result<i64, Invalid> {
         Value::Number(n) => n
             .as_i64()
             // A float lifetime is rounded down; a huge one is "too large".
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.clamp(i64::MIN as f64, i64::MAX as f64) as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.clamp(i64::MIN as f64, i64::MAX as f64) as i64)
+            })
             .ok_or(Invalid::ExpiresInTooLarge),
         // Some gateways send the number as a string; accept only digits.
         Value::String(s) => {
             let s = s.trim();
-            if let Some(digits) = s.strip_prefix('-') {
-                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(Invalid::ExpiresInNotPositive);
-                }
+            if let Some(digits) = s.strip_prefix('-')
+                && !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(Invalid::ExpiresInNotPositive);
             }
             if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(Invalid::ExpiresInNotNumber);
@@ -175,7 +180,9 @@ pub fn oauth_error(body: &[u8]) -> Option<String> {
 fn oauth_error_code(code: &str) -> Option<String> {
     let ok = !code.is_empty()
         && code.len() <= 64
-        && code.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+        && code
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\');
     ok.then(|| code.to_owned())
 }
 
@@ -196,28 +203,55 @@ mod tests {
     #[test]
     fn a_complete_response() {
         let g = ok(r#"{"access_token":"abc","token_type":"Bearer","expires_in":1200}"#);
-        assert_eq!((g.access_token.as_str(), g.token_type.as_str(), g.expires_in), ("abc", "Bearer", 1200));
+        assert_eq!(
+            (g.access_token.as_str(), g.token_type.as_str(), g.expires_in),
+            ("abc", "Bearer", 1200)
+        );
     }
 
     #[test]
     fn defaults_and_normalisation() {
         let g = ok(r#"{"access_token":"abc"}"#);
-        assert_eq!((g.token_type.as_str(), g.expires_in), ("Bearer", DEFAULT_EXPIRES_IN));
-        assert_eq!(ok(r#"{"access_token":"abc","token_type":"bearer"}"#).token_type, "Bearer");
-        assert_eq!(ok(r#"{"access_token":"abc","token_type":null,"expires_in":null}"#).expires_in, 3600);
-        assert_eq!(ok(r#"{"access_token":"abc","expires_in":"900"}"#).expires_in, 900);
-        assert_eq!(ok(r#"{"access_token":"abc","expires_in":899.7}"#).expires_in, 899);
+        assert_eq!(
+            (g.token_type.as_str(), g.expires_in),
+            ("Bearer", DEFAULT_EXPIRES_IN)
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"abc","token_type":"bearer"}"#).token_type,
+            "Bearer"
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"abc","token_type":null,"expires_in":null}"#).expires_in,
+            3600
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"abc","expires_in":"900"}"#).expires_in,
+            900
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"abc","expires_in":899.7}"#).expires_in,
+            899
+        );
         assert_eq!(ok("\u{feff}{\"access_token\":\"abc\"}").access_token, "abc");
     }
 
     #[test]
     fn jwt_exp_when_expires_in_is_absent() {
         let payload = crate::base64::encode(format!(r#"{{"exp":{}}}"#, NOW + 777).as_bytes());
-        let payload = payload.trim_end_matches('=').replace('+', "-").replace('/', "_");
+        let payload = payload
+            .trim_end_matches('=')
+            .replace('+', "-")
+            .replace('/', "_");
         let jwt = format!("eyJhbGciOiJub25lIn0.{payload}.sig");
-        assert_eq!(ok(&format!(r#"{{"access_token":"{jwt}"}}"#)).expires_in, 777);
+        assert_eq!(
+            ok(&format!(r#"{{"access_token":"{jwt}"}}"#)).expires_in,
+            777
+        );
         // expires_in wins over exp
-        assert_eq!(ok(&format!(r#"{{"access_token":"{jwt}","expires_in":60}}"#)).expires_in, 60);
+        assert_eq!(
+            ok(&format!(r#"{{"access_token":"{jwt}","expires_in":60}}"#)).expires_in,
+            60
+        );
     }
 
     #[test]
@@ -229,35 +263,80 @@ mod tests {
         assert_eq!(err(b"{\"access_token\":\"\xff\"}"), Invalid::NotJson);
         let deep = "[".repeat(10_000);
         assert_eq!(err(deep.as_bytes()), Invalid::NotJson);
-        assert_eq!(err(br#"{"error":"invalid_client"}"#), Invalid::ErrorObject(Some("invalid_client".into())));
+        assert_eq!(
+            err(br#"{"error":"invalid_client"}"#),
+            Invalid::ErrorObject(Some("invalid_client".into()))
+        );
     }
 
     #[test]
     fn bad_access_tokens() {
         assert_eq!(err(br#"{}"#), Invalid::AccessTokenMissing);
-        assert_eq!(err(br#"{"access_token":null}"#), Invalid::AccessTokenMissing);
+        assert_eq!(
+            err(br#"{"access_token":null}"#),
+            Invalid::AccessTokenMissing
+        );
         assert_eq!(err(br#"{"access_token":""}"#), Invalid::AccessTokenEmpty);
-        assert_eq!(err(br#"{"access_token":42}"#), Invalid::AccessTokenNotString);
-        assert_eq!(err(br#"{"access_token":"a b"}"#), Invalid::AccessTokenInvalidChars);
-        assert_eq!(err(br#"{"access_token":"a\nb"}"#), Invalid::AccessTokenInvalidChars);
+        assert_eq!(
+            err(br#"{"access_token":42}"#),
+            Invalid::AccessTokenNotString
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a b"}"#),
+            Invalid::AccessTokenInvalidChars
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a\nb"}"#),
+            Invalid::AccessTokenInvalidChars
+        );
     }
 
     #[test]
     fn bad_lifetimes_and_types() {
-        assert_eq!(err(br#"{"access_token":"a","expires_in":0}"#), Invalid::ExpiresInNotPositive);
-        assert_eq!(err(br#"{"access_token":"a","expires_in":-5}"#), Invalid::ExpiresInNotPositive);
-        assert_eq!(err(br#"{"access_token":"a","expires_in":"-5"}"#), Invalid::ExpiresInNotPositive);
-        assert_eq!(err(br#"{"access_token":"a","expires_in":"soon"}"#), Invalid::ExpiresInNotNumber);
-        assert_eq!(err(br#"{"access_token":"a","expires_in":true}"#), Invalid::ExpiresInNotNumber);
-        assert_eq!(err(br#"{"access_token":"a","expires_in":999999999999}"#), Invalid::ExpiresInTooLarge);
-        assert_eq!(err(br#"{"access_token":"a","expires_in":1e300}"#), Invalid::ExpiresInTooLarge);
-        assert_eq!(err(br#"{"access_token":"a","token_type":"mac"}"#), Invalid::TokenTypeUnsupported);
-        assert_eq!(err(br#"{"access_token":"a","token_type":7}"#), Invalid::TokenTypeNotString);
+        assert_eq!(
+            err(br#"{"access_token":"a","expires_in":0}"#),
+            Invalid::ExpiresInNotPositive
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a","expires_in":-5}"#),
+            Invalid::ExpiresInNotPositive
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a","expires_in":"-5"}"#),
+            Invalid::ExpiresInNotPositive
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a","expires_in":"soon"}"#),
+            Invalid::ExpiresInNotNumber
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a","expires_in":true}"#),
+            Invalid::ExpiresInNotNumber
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a","expires_in":999999999999}"#),
+            Invalid::ExpiresInTooLarge
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a","expires_in":1e300}"#),
+            Invalid::ExpiresInTooLarge
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a","token_type":"mac"}"#),
+            Invalid::TokenTypeUnsupported
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a","token_type":7}"#),
+            Invalid::TokenTypeNotString
+        );
     }
 
     #[test]
     fn oauth_error_codes_are_sanitised() {
-        assert_eq!(oauth_error(br#"{"error":"invalid_client"}"#).as_deref(), Some("invalid_client"));
+        assert_eq!(
+            oauth_error(br#"{"error":"invalid_client"}"#).as_deref(),
+            Some("invalid_client")
+        );
         assert_eq!(oauth_error(br#"{"error":"bad\"quote"}"#), None);
         assert_eq!(oauth_error(b"not json"), None);
         assert_eq!(oauth_error(br#"{"error":42}"#), None);

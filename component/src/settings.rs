@@ -190,15 +190,38 @@ pub enum UrlError {
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UrlError::Empty => write!(f, "MMC_API_BASE_URL is empty; set it to the gateway URL, e.g. https://gateway.example.com"),
-            UrlError::Scheme(s) => write!(f, "MMC_API_BASE_URL must start with https:// (found `{s}`)"),
-            UrlError::PlainHttp(host) => write!(f, "MMC_API_BASE_URL uses http:// for `{host}`; plain HTTP is allowed only for loopback hosts, use https://"),
-            UrlError::MissingHost => write!(f, "MMC_API_BASE_URL has no host; expected e.g. https://gateway.example.com"),
-            UrlError::UserInfo => write!(f, "MMC_API_BASE_URL must not contain credentials (user@ or user:password@); put them in MMC_API_CLIENT_ID and MMC_API_CLIENT_SECRET"),
-            UrlError::Port(p) => write!(f, "MMC_API_BASE_URL has an invalid port `{p}`; expected a number from 1 to 65535"),
+            UrlError::Empty => write!(
+                f,
+                "MMC_API_BASE_URL is empty; set it to the gateway URL, e.g. https://gateway.example.com"
+            ),
+            UrlError::Scheme(s) => {
+                write!(f, "MMC_API_BASE_URL must start with https:// (found `{s}`)")
+            }
+            UrlError::PlainHttp(host) => write!(
+                f,
+                "MMC_API_BASE_URL uses http:// for `{host}`; plain HTTP is allowed only for loopback hosts, use https://"
+            ),
+            UrlError::MissingHost => write!(
+                f,
+                "MMC_API_BASE_URL has no host; expected e.g. https://gateway.example.com"
+            ),
+            UrlError::UserInfo => write!(
+                f,
+                "MMC_API_BASE_URL must not contain credentials (user@ or user:password@); put them in MMC_API_CLIENT_ID and MMC_API_CLIENT_SECRET"
+            ),
+            UrlError::Port(p) => write!(
+                f,
+                "MMC_API_BASE_URL has an invalid port `{p}`; expected a number from 1 to 65535"
+            ),
             UrlError::Host(h) => write!(f, "MMC_API_BASE_URL has an invalid host `{h}`"),
-            UrlError::QueryOrFragment => write!(f, "MMC_API_BASE_URL must not contain `?` or `#`; give the query in MMC_API_TOKEN_PATH if the gateway needs one"),
-            UrlError::TokenPath(p) => write!(f, "MMC_API_TOKEN_PATH `{p}` is not a valid path; expected e.g. /coreapi/access-management/v1/token"),
+            UrlError::QueryOrFragment => write!(
+                f,
+                "MMC_API_BASE_URL must not contain `?` or `#`; give the query in MMC_API_TOKEN_PATH if the gateway needs one"
+            ),
+            UrlError::TokenPath(p) => write!(
+                f,
+                "MMC_API_TOKEN_PATH `{p}` is not a valid path; expected e.g. /coreapi/access-management/v1/token"
+            ),
         }
     }
 }
@@ -244,7 +267,11 @@ impl Endpoint {
             return Err(UrlError::PlainHttp(host));
         }
         let path = token_path.trim();
-        if path.is_empty() || path.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
+        if path.is_empty()
+            || path
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+        {
             return Err(UrlError::TokenPath(path.chars().take(64).collect()));
         }
         let prefix = prefix.trim_end_matches('/');
@@ -268,7 +295,12 @@ impl Endpoint {
 
     /// The full URL, for messages.
     pub fn url(&self) -> String {
-        format!("{}://{}{}", self.scheme.as_str(), self.authority(), self.path_with_query)
+        format!(
+            "{}://{}{}",
+            self.scheme.as_str(),
+            self.authority(),
+            self.path_with_query
+        )
     }
 }
 
@@ -277,11 +309,19 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), UrlError> {
         return Err(UrlError::MissingHost);
     }
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let end = rest.find(']').ok_or_else(|| UrlError::Host(authority.to_owned()))?;
+        let end = rest
+            .find(']')
+            .ok_or_else(|| UrlError::Host(authority.to_owned()))?;
         let host = &authority[..end + 2];
         match &rest[end + 1..] {
             "" => (host, None),
-            p => (host, Some(p.strip_prefix(':').ok_or_else(|| UrlError::Host(authority.to_owned()))?)),
+            p => (
+                host,
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| UrlError::Host(authority.to_owned()))?,
+                ),
+            ),
         }
     } else {
         match authority.rsplit_once(':') {
@@ -292,7 +332,8 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), UrlError> {
     if host.is_empty() || host == "[]" {
         return Err(UrlError::MissingHost);
     }
-    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']');
+    let valid =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']');
     if !host.chars().all(valid) {
         return Err(UrlError::Host(host.to_owned()));
     }
@@ -335,22 +376,54 @@ mod tests {
             Endpoint::parse("http://gw.example.com", "/t"),
             Err(UrlError::PlainHttp("gw.example.com".into()))
         );
-        assert!(matches!(Endpoint::parse("http://127.0.0.1.evil.com", "/t"), Err(UrlError::PlainHttp(_))));
+        assert!(matches!(
+            Endpoint::parse("http://127.0.0.1.evil.com", "/t"),
+            Err(UrlError::PlainHttp(_))
+        ));
     }
 
     #[test]
     fn refuses_bad_urls_with_clear_messages() {
         assert_eq!(Endpoint::parse("", "/t"), Err(UrlError::Empty));
-        assert!(matches!(Endpoint::parse("ftp://x", "/t"), Err(UrlError::Scheme(_))));
-        assert!(matches!(Endpoint::parse("gateway.example.com", "/t"), Err(UrlError::Scheme(_))));
-        assert_eq!(Endpoint::parse("https://", "/t"), Err(UrlError::MissingHost));
-        assert_eq!(Endpoint::parse("https://u:p@gw", "/t"), Err(UrlError::UserInfo));
-        assert!(matches!(Endpoint::parse("https://gw:99999", "/t"), Err(UrlError::Port(_))));
-        assert!(matches!(Endpoint::parse("https://gw:0", "/t"), Err(UrlError::Port(_))));
-        assert!(matches!(Endpoint::parse("https://g w", "/t"), Err(UrlError::Host(_))));
-        assert_eq!(Endpoint::parse("https://gw?x=1", "/t"), Err(UrlError::QueryOrFragment));
-        assert!(matches!(Endpoint::parse("https://gw", " "), Err(UrlError::TokenPath(_))));
-        let msg = Endpoint::parse("https://user:hunter2@gw", "/t").unwrap_err().to_string();
+        assert!(matches!(
+            Endpoint::parse("ftp://x", "/t"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("gateway.example.com", "/t"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert_eq!(
+            Endpoint::parse("https://", "/t"),
+            Err(UrlError::MissingHost)
+        );
+        assert_eq!(
+            Endpoint::parse("https://u:p@gw", "/t"),
+            Err(UrlError::UserInfo)
+        );
+        assert!(matches!(
+            Endpoint::parse("https://gw:99999", "/t"),
+            Err(UrlError::Port(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("https://gw:0", "/t"),
+            Err(UrlError::Port(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("https://g w", "/t"),
+            Err(UrlError::Host(_))
+        ));
+        assert_eq!(
+            Endpoint::parse("https://gw?x=1", "/t"),
+            Err(UrlError::QueryOrFragment)
+        );
+        assert!(matches!(
+            Endpoint::parse("https://gw", " "),
+            Err(UrlError::TokenPath(_))
+        ));
+        let msg = Endpoint::parse("https://user:hunter2@gw", "/t")
+            .unwrap_err()
+            .to_string();
         assert!(!msg.contains("hunter2"), "{msg}");
         assert!(msg.contains("MMC_API_CLIENT_ID"), "{msg}");
     }
@@ -374,7 +447,10 @@ mod tests {
             ..Settings::default()
         };
         let out = format!("{s:?}");
-        assert!(!out.contains("s3cr3t-value") && !out.contains("client-abcdef"), "{out}");
+        assert!(
+            !out.contains("s3cr3t-value") && !out.contains("client-abcdef"),
+            "{out}"
+        );
         assert!(out.contains("clie***"), "{out}");
     }
 }

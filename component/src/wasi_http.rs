@@ -16,7 +16,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Send `request` and read the whole (capped) response.
 pub fn post(request: &TokenRequest<'_>) -> Result<HttpResponse, TransportError> {
     let mut headers = vec![
-        ("content-type".to_owned(), b"application/x-www-form-urlencoded".to_vec()),
+        (
+            "content-type".to_owned(),
+            b"application/x-www-form-urlencoded".to_vec(),
+        ),
         ("accept".to_owned(), b"application/json".to_vec()),
     ];
     if let Some(auth) = request.authorization {
@@ -33,7 +36,9 @@ pub fn post(request: &TokenRequest<'_>) -> Result<HttpResponse, TransportError> 
     let set = outgoing.set_method(&Method::Post).is_ok()
         && outgoing.set_scheme(Some(&scheme)).is_ok()
         && outgoing.set_authority(Some(&authority)).is_ok()
-        && outgoing.set_path_with_query(Some(&endpoint.path_with_query)).is_ok();
+        && outgoing
+            .set_path_with_query(Some(&endpoint.path_with_query))
+            .is_ok();
     if !set {
         return Err(TransportError::Protocol);
     }
@@ -47,7 +52,9 @@ pub fn post(request: &TokenRequest<'_>) -> Result<HttpResponse, TransportError> 
     let _ = options.set_between_bytes_timeout(Some(ns(request.timeouts.between_bytes_ms)));
 
     let future = outgoing_handler::handle(outgoing, Some(options)).map_err(map_error)?;
-    write_body(body, request.body.as_bytes())?;
+    // A request the host refuses fails the body write too; the response
+    // future says why, so it is consulted first.
+    let written = write_body(body, request.body.as_bytes());
 
     future.subscribe().block();
     let response = match future.get() {
@@ -55,6 +62,7 @@ pub fn post(request: &TokenRequest<'_>) -> Result<HttpResponse, TransportError> 
         Some(Ok(Err(code))) => return Err(map_error(code)),
         Some(Err(())) | None => return Err(TransportError::Protocol),
     };
+    written?;
     let status = response.status();
     let declared = response
         .headers()
@@ -74,7 +82,9 @@ fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), TransportError> {
         let stream = body.write().map_err(|_| TransportError::Protocol)?;
         // blocking-write-and-flush takes at most 4096 bytes per call.
         for chunk in bytes.chunks(4096) {
-            stream.blocking_write_and_flush(chunk).map_err(stream_error)?;
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(stream_error)?;
         }
     }
     OutgoingBody::finish(body, None).map_err(map_error)
@@ -120,9 +130,9 @@ fn map_error(code: ErrorCode) -> TransportError {
         | ErrorCode::ConnectionRefused
         | ErrorCode::ConnectionTerminated
         | ErrorCode::ConnectionLimitReached => TransportError::Connection,
-        ErrorCode::TlsProtocolError | ErrorCode::TlsCertificateError | ErrorCode::TlsAlertReceived(_) => {
-            TransportError::Tls
-        }
+        ErrorCode::TlsProtocolError
+        | ErrorCode::TlsCertificateError
+        | ErrorCode::TlsAlertReceived(_) => TransportError::Tls,
         ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => TransportError::Denied,
         ErrorCode::HttpResponseBodySize(_) => TransportError::BodyTooLarge,
         _ => TransportError::Protocol,

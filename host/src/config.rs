@@ -107,11 +107,15 @@ impl Config {
     /// The required variables that are empty, in the order an operator fixes them.
     pub fn missing(&self) -> Vec<&'static str> {
         let s = &self.settings;
-        [(vars::BASE_URL, &s.base_url), (vars::CLIENT_ID, &s.client_id), (vars::CLIENT_SECRET, &s.client_secret)]
-            .into_iter()
-            .filter(|(_, v)| v.is_empty())
-            .map(|(k, _)| k)
-            .collect()
+        [
+            (vars::BASE_URL, &s.base_url),
+            (vars::CLIENT_ID, &s.client_id),
+            (vars::CLIENT_SECRET, &s.client_secret),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(k, _)| k)
+        .collect()
     }
 
     /// The token endpoint, or why the base URL or path cannot be used.
@@ -123,7 +127,9 @@ impl Config {
 fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
     let iter = match dotenvy::from_path_iter(path) {
         Ok(iter) => iter,
-        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(HashMap::new());
+        }
         Err(e) => return Err(dotenv_error(path, &e)),
     };
     let mut map = HashMap::new();
@@ -142,7 +148,10 @@ fn dotenv_error(path: &Path, e: &dotenvy::Error) -> ConfigError {
         dotenvy::Error::Io(io) => format!("an I/O error ({})", io.kind()),
         _ => "a value it cannot read".to_owned(),
     };
-    ConfigError::DotEnv(format!("{} has {what}; fix or remove that line", path.display()))
+    ConfigError::DotEnv(format!(
+        "{} has {what}; fix or remove that line",
+        path.display()
+    ))
 }
 
 /// Where `api_events` lives: a SQLite file, from the application's
@@ -164,7 +173,11 @@ impl DatabaseUrl {
             )));
         };
         // SQLAlchemy names drivers as `sqlite+pysqlite`; the file is the same.
-        let base = scheme.split('+').next().unwrap_or(scheme).to_ascii_lowercase();
+        let base = scheme
+            .split('+')
+            .next()
+            .unwrap_or(scheme)
+            .to_ascii_lowercase();
         if base != "sqlite" {
             // Never echo the URL: a server URL carries a password.
             return Err(ConfigError::Database(format!(
@@ -201,7 +214,10 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -210,18 +226,39 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.settings.token_path, DEFAULT_TOKEN_PATH);
         assert_eq!(c.database.path(), Path::new("./data/brasilintel.db"));
-        assert_eq!(c.missing(), [vars::BASE_URL, vars::CLIENT_ID, vars::CLIENT_SECRET]);
+        assert_eq!(
+            c.missing(),
+            [vars::BASE_URL, vars::CLIENT_ID, vars::CLIENT_SECRET]
+        );
         let c = config(&[(vars::BASE_URL, "https://gw"), (vars::CLIENT_SECRET, "s")]).unwrap();
         assert_eq!(c.missing(), [vars::CLIENT_ID]);
     }
 
     #[test]
     fn database_urls() {
-        assert_eq!(DatabaseUrl::parse("sqlite:///data/x.db").unwrap().path(), Path::new("data/x.db"));
-        assert_eq!(DatabaseUrl::parse("sqlite:////var/lib/x.db").unwrap().path(), Path::new("/var/lib/x.db"));
-        assert_eq!(DatabaseUrl::parse("sqlite+pysqlite:///x.db").unwrap().path(), Path::new("x.db"));
-        let e = DatabaseUrl::parse("postgres://user:hunter2@db/app").unwrap_err().to_string();
-        assert!(e.contains("postgres") && e.contains("not supported") && !e.contains("hunter2"), "{e}");
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///data/x.db").unwrap().path(),
+            Path::new("data/x.db")
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:////var/lib/x.db")
+                .unwrap()
+                .path(),
+            Path::new("/var/lib/x.db")
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite+pysqlite:///x.db")
+                .unwrap()
+                .path(),
+            Path::new("x.db")
+        );
+        let e = DatabaseUrl::parse("postgres://user:hunter2@db/app")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("postgres") && e.contains("not supported") && !e.contains("hunter2"),
+            "{e}"
+        );
         assert!(DatabaseUrl::parse("sqlite://x.db").is_err());
         assert!(DatabaseUrl::parse("sqlite:///").is_err());
         assert!(DatabaseUrl::parse("data.db").is_err());
@@ -229,8 +266,16 @@ mod tests {
 
     #[test]
     fn client_auth_values() {
-        assert_eq!(config(&[(vars::CLIENT_AUTH, "client_secret_basic")]).unwrap().settings.client_auth, ClientAuth::SecretBasic);
-        let e = config(&[(vars::CLIENT_AUTH, "jwt")]).unwrap_err().to_string();
+        assert_eq!(
+            config(&[(vars::CLIENT_AUTH, "client_secret_basic")])
+                .unwrap()
+                .settings
+                .client_auth,
+            ClientAuth::SecretBasic
+        );
+        let e = config(&[(vars::CLIENT_AUTH, "jwt")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("client_secret_post"), "{e}");
     }
 
@@ -239,7 +284,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tm-dotenv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(".env");
-        std::fs::write(&file, "MMC_API_CLIENT_ID=from-file\nMMC_API_TOKEN_PATH=/from/file\n").unwrap();
+        std::fs::write(
+            &file,
+            "MMC_API_CLIENT_ID=from-file\nMMC_API_TOKEN_PATH=/from/file\n",
+        )
+        .unwrap();
         let map = read_dotenv(&file).unwrap();
         assert_eq!(map["MMC_API_CLIENT_ID"], "from-file");
         std::fs::write(&file, "MMC_API_CLIENT_SECRET='unterminated-s3cret\n").unwrap();

@@ -69,7 +69,8 @@ impl EgressPolicy {
 }
 
 fn clamp(options: Option<RequestOptions>) -> RequestOptions {
-    let phase = |t: Option<Duration>| Some(t.unwrap_or(DEFAULT_PHASE_TIMEOUT).min(MAX_PHASE_TIMEOUT));
+    let phase =
+        |t: Option<Duration>| Some(t.unwrap_or(DEFAULT_PHASE_TIMEOUT).min(MAX_PHASE_TIMEOUT));
     let o = options.unwrap_or_default();
     RequestOptions {
         connect_timeout: phase(o.connect_timeout),
@@ -79,10 +80,16 @@ fn clamp(options: Option<RequestOptions>) -> RequestOptions {
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
-type ResponseFuture = Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>;
+type ResponseFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>;
 
 impl WasiHttpHooks for EgressPolicy {
-    fn send_request(&mut self, request: http::Request<WasiBody>, options: Option<RequestOptions>, _fut: IoFuture) -> ResponseFuture {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> ResponseFuture {
         // The target is the request URI, which wasmtime builds from the
         // guest's scheme and authority; a guest `Host` header is forbidden.
         if !self.allows(request.uri()) {
@@ -99,8 +106,12 @@ impl WasiHttpHooks for EgressPolicy {
         let options = clamp(options);
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as IoFuture,
+            ))
         })
     }
 }
@@ -110,7 +121,10 @@ mod tests {
     use super::*;
 
     fn policy(base: &str) -> EgressPolicy {
-        EgressPolicy::new(Some(&Endpoint::parse(base, "/token").unwrap()), Arc::default())
+        EgressPolicy::new(
+            Some(&Endpoint::parse(base, "/token").unwrap()),
+            Arc::default(),
+        )
     }
 
     #[test]
@@ -125,12 +139,18 @@ mod tests {
         let p = policy("http://127.0.0.1:8080");
         assert!(p.allows(&"http://127.0.0.1:8080/t".parse().unwrap()));
         assert!(!p.allows(&"http://127.0.0.1:8081/t".parse().unwrap()));
-        assert!(!EgressPolicy::new(None, Arc::default()).allows(&"https://gw.example.com/".parse().unwrap()));
+        assert!(
+            !EgressPolicy::new(None, Arc::default())
+                .allows(&"https://gw.example.com/".parse().unwrap())
+        );
     }
 
     #[test]
     fn timeouts_are_defaulted_and_capped() {
-        let o = clamp(Some(RequestOptions { connect_timeout: Some(Duration::from_secs(600)), ..Default::default() }));
+        let o = clamp(Some(RequestOptions {
+            connect_timeout: Some(Duration::from_secs(600)),
+            ..Default::default()
+        }));
         assert_eq!(o.connect_timeout, Some(MAX_PHASE_TIMEOUT));
         assert_eq!(o.first_byte_timeout, Some(DEFAULT_PHASE_TIMEOUT));
     }

@@ -65,7 +65,11 @@ pub struct Scripted {
 impl Scripted {
     /// A status with a body.
     pub fn status(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Scripted { status, body: body.into(), ..Scripted::default() }
+        Scripted {
+            status,
+            body: body.into(),
+            ..Scripted::default()
+        }
     }
 
     /// A 200 with a JSON body.
@@ -98,7 +102,10 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The first value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as decoded form fields.
@@ -108,7 +115,10 @@ impl RecordedRequest {
 
     /// The first value of a form field.
     pub fn form_value(&self, name: &str) -> Option<String> {
-        self.form().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.form()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -148,7 +158,9 @@ impl TokenEndpoint {
         let serving = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = serving.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| handle(state.clone(), req));
@@ -204,7 +216,8 @@ impl TokenEndpoint {
             return None;
         }
         let payload = signed.split('.').nth(1)?;
-        let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
         (claims["exp"].as_u64()? > unix_now()).then_some(claims)
     }
 }
@@ -213,16 +226,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes().to_vec();
     let recorded = RecordedRequest {
         method: parts.method.to_string(),
-        path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body,
         received_at: std::time::Instant::now(),
@@ -240,12 +265,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     for (k, v) in &answer.headers {
         response = response.header(k, v);
     }
-    Ok(response.body(Full::new(Bytes::from(answer.body))).expect("valid response"))
+    Ok(response
+        .body(Full::new(Bytes::from(answer.body)))
+        .expect("valid response"))
 }
 
 /// The normal behaviour: RFC 6749 §4.4 with §5.2 errors.
 fn grant(state: &State, req: &RecordedRequest) -> Scripted {
-    let error = |status: u16, code: &str| Scripted::status(status, json!({"error": code}).to_string());
+    let error =
+        |status: u16, code: &str| Scripted::status(status, json!({"error": code}).to_string());
     let config = &state.config;
     if req.path.split('?').next() != Some(config.path.as_str()) {
         return error(404, "not_found");
@@ -253,7 +281,10 @@ fn grant(state: &State, req: &RecordedRequest) -> Scripted {
     if req.method != "POST" {
         return error(405, "invalid_request");
     }
-    if !req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
+    if !req
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+    {
         return error(400, "invalid_request");
     }
     let form = req.form();
@@ -261,7 +292,10 @@ fn grant(state: &State, req: &RecordedRequest) -> Scripted {
     if field("grant_type").as_deref() != Some("client_credentials") {
         return error(400, "unsupported_grant_type");
     }
-    let credentials = match req.header("authorization").and_then(|h| h.strip_prefix("Basic ")) {
+    let credentials = match req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Basic "))
+    {
         Some(basic) => basic_credentials(basic),
         None => field("client_id").zip(field("client_secret")),
     };
@@ -276,7 +310,10 @@ fn grant(state: &State, req: &RecordedRequest) -> Scripted {
         "token_type": "Bearer",
         "expires_in": config.lifetime_secs,
     }));
-    answer.headers = vec![("content-type".into(), "application/json".into()), ("cache-control".into(), "no-store".into())];
+    answer.headers = vec![
+        ("content-type".into(), "application/json".into()),
+        ("cache-control".into(), "no-store".into()),
+    ];
     answer
 }
 
@@ -346,7 +383,10 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -369,6 +409,13 @@ mod tests {
         assert_eq!(form_decode(&encoded), "a b+c&d=e%f:ç");
         assert_eq!(form_decode("100%"), "100%");
         assert_eq!(form_decode("%zz"), "%zz");
-        assert_eq!(parse_form("a=1&b=x+y&c"), [("a".into(), "1".into()), ("b".into(), "x y".into()), ("c".into(), String::new())]);
+        assert_eq!(
+            parse_form("a=1&b=x+y&c"),
+            [
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into()),
+                ("c".into(), String::new())
+            ]
+        );
     }
 }

@@ -7,9 +7,9 @@
 use rusqlite::{Connection, params};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The table exactly as the application creates it (SPEC §5).
@@ -91,7 +91,10 @@ impl Drop for Inner {
 
 impl std::fmt::Debug for EventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStore").field("path", &self.0.path).field("stats", &self.0.stats).finish()
+        f.debug_struct("EventStore")
+            .field("path", &self.0.path)
+            .field("stats", &self.0.stats)
+            .finish()
     }
 }
 
@@ -174,7 +177,11 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: Receiver<Message>) {
         loop {
-            let timeout = if self.pending.is_empty() { Duration::from_secs(3600) } else { RETRY_EVERY };
+            let timeout = if self.pending.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                RETRY_EVERY
+            };
             match rx.recv_timeout(timeout) {
                 Ok(Message::Event(row)) => {
                     self.push(row);
@@ -229,7 +236,9 @@ impl Writer {
         let result = insert_all(conn, &self.pending);
         match result {
             Ok(()) => {
-                self.stats.written.fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .written
+                    .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
                 self.pending.clear();
                 if self.warned {
                     tracing::info!(path = %self.path.display(), "api_events: database usable again");
@@ -275,7 +284,14 @@ fn insert_all(conn: &mut Connection, rows: &VecDeque<EventRow>) -> rusqlite::Res
             "INSERT INTO api_events (event_type, api_name, timestamp, success, detail, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for r in rows {
-            stmt.execute(params![r.event_type, r.api_name, r.timestamp, r.success, r.detail, r.run_id])?;
+            stmt.execute(params![
+                r.event_type,
+                r.api_name,
+                r.timestamp,
+                r.success,
+                r.detail,
+                r.run_id
+            ])?;
         }
     }
     tx.commit()

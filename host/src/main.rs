@@ -75,14 +75,15 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
@@ -92,11 +93,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// `RUST_LOG` (default `warn`), except that the compiler's own tracing stays
+/// at `warn` unless named: at `trace` it writes hundreds of megabytes while
+/// compiling the component, which buries everything an operator wants.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    const COMPILER: [&str; 3] = [
+        "cranelift_codegen",
+        "cranelift_frontend",
+        "wasmtime_internal_cranelift",
+    ];
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let spec = if spec.trim().is_empty() {
+        "warn".to_owned()
+    } else {
+        spec
+    };
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("warning: RUST_LOG={spec:?} is not a valid filter ({e}); using `warn`");
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    for target in COMPILER.iter().filter(|t| !spec.contains(*t)) {
+        filter = filter.add_directive(format!("{target}=warn").parse().expect("valid directive"));
+    }
+    filter
+}
+
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::TestAuth { json } => test_auth(cli.component, json).await,
-        Command::Demo { json, lifetime, database } => demo(cli.component, json, lifetime, &database).await,
-        Command::Events { limit, json, database } => show_events(limit, json, database),
+        Command::Demo {
+            json,
+            lifetime,
+            database,
+        } => demo(cli.component, json, lifetime, &database).await,
+        Command::Events {
+            limit,
+            json,
+            database,
+        } => show_events(limit, json, database),
     }
 }
 
@@ -109,7 +143,10 @@ fn load_runtime(component: Option<PathBuf>) -> anyhow::Result<Runtime> {
 
 fn print(report: &Report, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("JSON"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).expect("JSON")
+        );
     } else {
         print!("{}", report.to_text());
     }
@@ -119,7 +156,11 @@ async fn test_auth(component: Option<PathBuf>, json: bool) -> anyhow::Result<i32
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}\n{}\n\nconfiguration error: {e}", runner::BANNER, "=".repeat(runner::BANNER.chars().count()));
+            eprintln!(
+                "{}\n{}\n\nconfiguration error: {e}",
+                runner::BANNER,
+                "=".repeat(runner::BANNER.chars().count())
+            );
             return Ok(EXIT_CONFIG);
         }
     };
@@ -139,9 +180,18 @@ async fn test_auth(component: Option<PathBuf>, json: bool) -> anyhow::Result<i32
     Ok(report.exit_code())
 }
 
-async fn demo(component: Option<PathBuf>, json: bool, lifetime: u64, database: &str) -> anyhow::Result<i32> {
+async fn demo(
+    component: Option<PathBuf>,
+    json: bool,
+    lifetime: u64,
+    database: &str,
+) -> anyhow::Result<i32> {
     let database = DatabaseUrl::parse(database)?;
-    let endpoint = TokenEndpoint::start(EndpointConfig { lifetime_secs: lifetime, ..EndpointConfig::default() }).await?;
+    let endpoint = TokenEndpoint::start(EndpointConfig {
+        lifetime_secs: lifetime,
+        ..EndpointConfig::default()
+    })
+    .await?;
     let config = Config {
         settings: Settings {
             base_url: endpoint.base_url(),
@@ -153,9 +203,13 @@ async fn demo(component: Option<PathBuf>, json: bool, lifetime: u64, database: &
         database,
     };
     if !json {
-        println!("Demo: local OAuth2 token endpoint at {} (demo client, random secret)\n", endpoint.base_url());
+        println!(
+            "Demo: local OAuth2 token endpoint at {} (demo client, random secret)\n",
+            endpoint.base_url()
+        );
     }
-    let step = runner::check_configuration(&config).map_err(|r| anyhow::anyhow!("demo configuration invalid: {:?}", r.steps[0].lines))?;
+    let step = runner::check_configuration(&config)
+        .map_err(|r| anyhow::anyhow!("demo configuration invalid: {:?}", r.steps[0].lines))?;
     let runtime = load_runtime(component)?;
     let events = EventStore::open(config.database.path());
     let first_id = last_event_id(config.database.path()).unwrap_or(0);
@@ -171,19 +225,33 @@ async fn demo(component: Option<PathBuf>, json: bool, lifetime: u64, database: &
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", report.to_text());
-        println!("\nThe endpoint received {} request(s).", endpoint.request_count());
-        println!("api_events rows written ({}):\n", config.database.path().display());
+        println!(
+            "\nThe endpoint received {} request(s).",
+            endpoint.request_count()
+        );
+        println!(
+            "api_events rows written ({}):\n",
+            config.database.path().display()
+        );
         print!("{}", events_table(&rows));
     }
     Ok(report.exit_code())
 }
 
 fn last_event_id(path: &std::path::Path) -> Option<i64> {
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
-    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM api_events", [], |r| r.get(0)).ok()
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM api_events", [], |r| {
+        r.get(0)
+    })
+    .ok()
 }
 
-fn events_since(path: &std::path::Path, after: i64) -> anyhow::Result<Vec<(i64, events::EventRow)>> {
+fn events_since(
+    path: &std::path::Path,
+    after: i64,
+) -> anyhow::Result<Vec<(i64, events::EventRow)>> {
     let conn = rusqlite::Connection::open(path)?;
     let mut rows = events::latest(&conn, 1000)?;
     rows.retain(|(id, _)| *id > after);
@@ -198,10 +266,14 @@ fn show_events(limit: u32, json: bool, database: Option<String>) -> anyhow::Resu
     };
     let path = database.path();
     if !path.exists() {
-        eprintln!("no events database at {} yet: run `just test-auth` first, or set DATABASE_URL (the demo writes to --database sqlite:///./data/demo.db)", path.display());
+        eprintln!(
+            "no events database at {} yet: run `just test-auth` first, or set DATABASE_URL (the demo writes to --database sqlite:///./data/demo.db)",
+            path.display()
+        );
         return Ok(EXIT_TOKEN_FAILED);
     }
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let rows = match events::latest(&conn, limit) {
         Ok(rows) => rows,
         Err(e) => anyhow::bail!("cannot read api_events from {}: {e}", path.display()),
@@ -217,7 +289,10 @@ fn show_events(limit: u32, json: bool, database: Option<String>) -> anyhow::Resu
 }
 
 fn row_json(id: i64, r: &events::EventRow) -> serde_json::Value {
-    let detail = r.detail.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
+    let detail = r
+        .detail
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
     serde_json::json!({
         "id": id, "event_type": r.event_type, "api_name": r.api_name, "timestamp": r.timestamp,
         "success": r.success, "detail": detail, "run_id": r.run_id,
@@ -228,7 +303,10 @@ fn events_table(rows: &[(i64, events::EventRow)]) -> String {
     if rows.is_empty() {
         return "(no events)\n".into();
     }
-    let mut out = format!("{:>5}  {:<26}  {:<16}  {:<5}  {:<7}  {}\n", "id", "timestamp (UTC)", "event_type", "api", "success", "detail");
+    let mut out = format!(
+        "{:>5}  {:<26}  {:<16}  {:<5}  {:<7}  {}\n",
+        "id", "timestamp (UTC)", "event_type", "api", "success", "detail"
+    );
     for (id, r) in rows {
         out.push_str(&format!(
             "{id:>5}  {:<26}  {:<16}  {:<5}  {:<7}  {}\n",

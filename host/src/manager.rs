@@ -26,7 +26,8 @@ use bindings::exports::brasilintel::auth::token_manager as wit;
 use bindings::{TokenComponent, TokenComponentPre};
 
 /// The component built with this host (`wasm32-wasip2`, profile `component`).
-pub const EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/token_component.wasm"));
+pub const EMBEDDED_COMPONENT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/token_component.wasm"));
 
 /// Compiled component and linker, shared by any number of managers.
 #[derive(Clone)]
@@ -49,8 +50,10 @@ impl Runtime {
 
     /// A component file (e.g. another build of the token component).
     pub fn from_file(path: &Path) -> anyhow::Result<Runtime> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read the component {}", path.display()))?;
-        Self::from_bytes(&bytes).with_context(|| format!("cannot load the component {}", path.display()))
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read the component {}", path.display()))?;
+        Self::from_bytes(&bytes)
+            .with_context(|| format!("cannot load the component {}", path.display()))
     }
 
     /// A component from bytes.
@@ -63,7 +66,8 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         TokenComponent::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
         let pre = TokenComponentPre::new(linker.instantiate_pre(&component)?).map_err(|e| {
-            anyhow::Error::from(e).context("the component does not export brasilintel:auth/token-manager")
+            anyhow::Error::from(e)
+                .context("the component does not export brasilintel:auth/token-manager")
         })?;
         Ok(Runtime { engine, pre })
     }
@@ -71,7 +75,9 @@ impl Runtime {
     /// The imports the component declares, as `namespace:package/interface@version`.
     pub fn component_imports(&self) -> Vec<String> {
         let ty = self.pre.instance_pre().component().component_type();
-        ty.imports(&self.engine).map(|(name, _)| name.to_owned()).collect()
+        ty.imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect()
     }
 }
 
@@ -86,13 +92,20 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
+        }
     }
 }
 
@@ -142,7 +155,10 @@ pub struct TokenInfo {
 impl std::fmt::Debug for TokenInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenInfo")
-            .field("access_token", &token_component::redact::token(&self.access_token))
+            .field(
+                "access_token",
+                &token_component::redact::token(&self.access_token),
+            )
             .field("expires_at", &self.expires_at)
             .field("token_type", &self.token_type)
             .field("refresh_at", &self.refresh_at)
@@ -164,7 +180,8 @@ macro_rules! export_call {
     };
 }
 
-type GuestCall<'a, R> = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+type GuestCall<'a, R> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
 struct Guest {
     store: Store<HostState>,
@@ -195,7 +212,11 @@ impl std::fmt::Debug for TokenManager {
 
 impl TokenManager {
     /// A manager whose outgoing HTTP may reach only the settings' token endpoint.
-    pub async fn new(runtime: &Runtime, settings: Settings, events: EventStore) -> anyhow::Result<Self> {
+    pub async fn new(
+        runtime: &Runtime,
+        settings: Settings,
+        events: EventStore,
+    ) -> anyhow::Result<Self> {
         let endpoint = Endpoint::parse(&settings.base_url, &settings.token_path).ok();
         Self::with_egress(runtime, settings, events, endpoint).await
     }
@@ -225,14 +246,12 @@ impl TokenManager {
     /// The token: from the cache while valid, else freshly acquired. `None`
     /// on failure (recorded as `TOKEN_FAILED`).
     pub async fn get_token(&self) -> Option<String> {
-        export_call!(self, "get-token", call_get_token)
-            .flatten()
+        export_call!(self, "get-token", call_get_token).flatten()
     }
 
     /// Drop the cached token and acquire a new one (`TOKEN_REFRESHED`).
     pub async fn force_refresh(&self) -> Option<String> {
-        export_call!(self, "force-refresh", call_force_refresh)
-            .flatten()
+        export_call!(self, "force-refresh", call_force_refresh).flatten()
     }
 
     /// The cached token with its expiry.
@@ -248,14 +267,12 @@ impl TokenManager {
 
     /// Whether a cached token is outside the refresh margin.
     pub async fn is_token_valid(&self) -> bool {
-        export_call!(self, "is-token-valid", call_is_token_valid)
-            .unwrap_or(false)
+        export_call!(self, "is-token-valid", call_is_token_valid).unwrap_or(false)
     }
 
     /// Whether base URL, client id and secret are all set (asks the component).
     pub async fn is_configured(&self) -> bool {
-        export_call!(self, "is-configured", call_is_configured)
-            .unwrap_or(false)
+        export_call!(self, "is-configured", call_is_configured).unwrap_or(false)
     }
 
     /// Requests sent to (and denied outside) the token endpoint so far.
@@ -275,7 +292,11 @@ impl TokenManager {
 
     /// Run one export. A trap does not take the host down: it is logged and
     /// recorded, the instance is replaced, and the caller gets `None`.
-    async fn call<R>(&self, what: &'static str, f: impl for<'a> FnOnce(&'a mut Guest) -> GuestCall<'a, R>) -> Option<R> {
+    async fn call<R>(
+        &self,
+        what: &'static str,
+        f: impl for<'a> FnOnce(&'a mut Guest) -> GuestCall<'a, R>,
+    ) -> Option<R> {
         let mut guest = self.guest.lock().await;
         match f(&mut guest).await {
             Ok(r) => Some(r),
@@ -286,13 +307,17 @@ impl TokenManager {
                     api_name: "auth".into(),
                     timestamp: utc_timestamp(SystemTime::now()),
                     success: false,
-                    detail: Some(serde_json::json!({"error": "component_trap", "call": what}).to_string()),
+                    detail: Some(
+                        serde_json::json!({"error": "component_trap", "call": what}).to_string(),
+                    ),
                     run_id: None,
                 });
                 let policy = EgressPolicy::new(self.egress_endpoint.as_ref(), self.egress.clone());
                 match instantiate(&self.runtime, &self.settings, &self.events, policy).await {
                     Ok(fresh) => *guest = fresh,
-                    Err(e) => tracing::error!(error = %e, "cannot re-instantiate the token component"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot re-instantiate the token component")
+                    }
                 }
                 None
             }
@@ -300,7 +325,12 @@ impl TokenManager {
     }
 }
 
-async fn instantiate(runtime: &Runtime, settings: &Settings, events: &EventStore, egress: EgressPolicy) -> anyhow::Result<Guest> {
+async fn instantiate(
+    runtime: &Runtime,
+    settings: &Settings,
+    events: &EventStore,
+    egress: EgressPolicy,
+) -> anyhow::Result<Guest> {
     let state = HostState {
         wasi: WasiCtx::builder().build(),
         http: WasiHttpCtx::new(),
@@ -315,7 +345,11 @@ async fn instantiate(runtime: &Runtime, settings: &Settings, events: &EventStore
         .manager()
         .call_constructor(&mut store, &to_wit(settings))
         .await?;
-    Ok(Guest { store, bindings, manager })
+    Ok(Guest {
+        store,
+        bindings,
+        manager,
+    })
 }
 
 fn to_wit(s: &Settings) -> wit::Settings {

@@ -58,7 +58,12 @@ pub struct Step {
 
 impl Step {
     fn new(title: &'static str, status: Status) -> Self {
-        Step { title, status, lines: Vec::new(), data: json!({}) }
+        Step {
+            title,
+            status,
+            lines: Vec::new(),
+            data: json!({}),
+        }
     }
 
     fn line(mut self, label: &str, value: impl Into<String>) -> Self {
@@ -104,9 +109,21 @@ impl Report {
                 }
             }
         }
-        let passed = self.steps.iter().filter(|s| s.status == Status::Passed).count();
-        let verdict = if passed == total { "All steps PASSED" } else { "Auth test FAILED" };
-        let _ = writeln!(out, "\n{verdict} ({passed}/{total} passed, exit code {}).", self.exit_code());
+        let passed = self
+            .steps
+            .iter()
+            .filter(|s| s.status == Status::Passed)
+            .count();
+        let verdict = if passed == total {
+            "All steps PASSED"
+        } else {
+            "Auth test FAILED"
+        };
+        let _ = writeln!(
+            out,
+            "\n{verdict} ({passed}/{total} passed, exit code {}).",
+            self.exit_code()
+        );
         out
     }
 
@@ -150,15 +167,23 @@ pub fn check_configuration(config: &Config) -> Result<Step, Report> {
             step = step.line("missing", format!("{var} ({})", describe(var)));
         }
         step = step
-            .line("", "To fix: copy .env.example to .env and fill in the MMC Core API section,")
-            .line("", "or export the variables in the environment (the environment wins over .env).")
+            .line(
+                "",
+                "To fix: copy .env.example to .env and fill in the MMC Core API section,",
+            )
+            .line(
+                "",
+                "or export the variables in the environment (the environment wins over .env).",
+            )
             .data(json!({"missing": missing}));
         return Err(fail(step));
     }
     let endpoint = match config.endpoint() {
         Ok(e) => e,
         Err(e) => {
-            let step = Step::new(title, Status::Failed).line("error", e.to_string()).data(json!({"error": e.to_string()}));
+            let step = Step::new(title, Status::Failed)
+                .line("error", e.to_string())
+                .data(json!({"error": e.to_string()}));
             return Err(fail(step));
         }
     };
@@ -204,7 +229,10 @@ pub async fn run_token_steps(configuration: Step, manager: &TokenManager) -> Rep
         _ => {
             steps.push(
                 Step::new("Token acquisition", Status::Failed)
-                    .line("error", "no token; see the TOKEN_FAILED row in api_events (`just events`) for why")
+                    .line(
+                        "error",
+                        "no token; see the TOKEN_FAILED row in api_events (`just events`) for why",
+                    )
                     .line("took", format_duration(took))
                     .data(json!({"took_ms": ms(took)})),
             );
@@ -225,10 +253,20 @@ pub async fn run_token_steps(configuration: Step, manager: &TokenManager) -> Rep
     let requests = manager.egress().sent() - sent_before;
     let same = cached.as_deref() == Some(first.as_str());
     let ok = same && requests == 0 && took < CACHE_LIMIT;
-    let mut step = Step::new("Token cache", if ok { Status::Passed } else { Status::Failed })
-        .line("cached call", format!("{:.1} µs (limit {} ms)", micros(took), CACHE_LIMIT.as_millis()))
-        .line("requests", format!("{requests} reached the server"))
-        .data(json!({"cached_get_token_us": micros(took), "requests": requests, "same_token": same}));
+    let mut step = Step::new(
+        "Token cache",
+        if ok { Status::Passed } else { Status::Failed },
+    )
+    .line(
+        "cached call",
+        format!(
+            "{:.1} µs (limit {} ms)",
+            micros(took),
+            CACHE_LIMIT.as_millis()
+        ),
+    )
+    .line("requests", format!("{requests} reached the server"))
+    .data(json!({"cached_get_token_us": micros(took), "requests": requests, "same_token": same}));
     if !same {
         step = step.line("error", "the second get-token returned a different token");
     }
@@ -243,8 +281,18 @@ pub async fn run_token_steps(configuration: Step, manager: &TokenManager) -> Rep
         (Some(t), Some(info)) => {
             let step = token_step("Force refresh", &t, &info, took);
             let changed = t != first;
-            let step = step.line("new token", if changed { "yes" } else { "no (the server returned the same token)" });
-            steps.push(Step { data: merge(step.data.clone(), json!({"new_token": changed})), ..step });
+            let step = step.line(
+                "new token",
+                if changed {
+                    "yes"
+                } else {
+                    "no (the server returned the same token)"
+                },
+            );
+            steps.push(Step {
+                data: merge(step.data.clone(), json!({"new_token": changed})),
+                ..step
+            });
         }
         _ => steps.push(
             Step::new("Force refresh", Status::Failed)
@@ -256,7 +304,10 @@ pub async fn run_token_steps(configuration: Step, manager: &TokenManager) -> Rep
 }
 
 fn token_step(title: &'static str, token: &str, info: &crate::TokenInfo, took: Duration) -> Step {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
     let minutes = (info.expires_at - now) as f64 / 60.0;
     Step::new(title, Status::Passed)
         .line("token type", info.token_type.clone())
@@ -297,7 +348,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Config {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned()).unwrap()
     }
 
@@ -306,24 +360,49 @@ mod tests {
         let report = check_configuration(&config(&[(vars::CLIENT_ID, "abc")])).unwrap_err();
         assert_eq!(report.exit_code(), EXIT_CONFIG);
         let text = report.to_text();
-        assert!(text.contains(vars::BASE_URL) && text.contains(vars::CLIENT_SECRET) && !text.contains(&format!("missing:       {}", vars::CLIENT_ID)), "{text}");
+        assert!(
+            text.contains(vars::BASE_URL)
+                && text.contains(vars::CLIENT_SECRET)
+                && !text.contains(&format!("missing:       {}", vars::CLIENT_ID)),
+            "{text}"
+        );
         assert!(text.contains(".env.example"), "{text}");
-        assert_eq!(report.to_json()["steps"][0]["missing"], json!([vars::BASE_URL, vars::CLIENT_SECRET]));
+        assert_eq!(
+            report.to_json()["steps"][0]["missing"],
+            json!([vars::BASE_URL, vars::CLIENT_SECRET])
+        );
     }
 
     #[test]
     fn a_bad_base_url_is_a_configuration_failure() {
-        let c = config(&[(vars::BASE_URL, "http://gw.example.com"), (vars::CLIENT_ID, "abc"), (vars::CLIENT_SECRET, "s")]);
+        let c = config(&[
+            (vars::BASE_URL, "http://gw.example.com"),
+            (vars::CLIENT_ID, "abc"),
+            (vars::CLIENT_SECRET, "s"),
+        ]);
         let report = check_configuration(&c).unwrap_err();
         assert_eq!(report.exit_code(), EXIT_CONFIG);
-        assert!(report.to_text().contains("plain HTTP is allowed only for loopback"));
+        assert!(
+            report
+                .to_text()
+                .contains("plain HTTP is allowed only for loopback")
+        );
     }
 
     #[test]
     fn configuration_shows_the_client_id_redacted() {
-        let c = config(&[(vars::BASE_URL, "https://gw.example.com"), (vars::CLIENT_ID, "brasilintel-client"), (vars::CLIENT_SECRET, "s3cret!")]);
+        let c = config(&[
+            (vars::BASE_URL, "https://gw.example.com"),
+            (vars::CLIENT_ID, "brasilintel-client"),
+            (vars::CLIENT_SECRET, "s3cret!"),
+        ]);
         let step = check_configuration(&c).unwrap();
         let text = Report { steps: vec![step] }.to_text();
-        assert!(text.contains("bras***") && !text.contains("brasilintel-client") && !text.contains("s3cret!"), "{text}");
+        assert!(
+            text.contains("bras***")
+                && !text.contains("brasilintel-client")
+                && !text.contains("s3cret!"),
+            "{text}"
+        );
     }
 }

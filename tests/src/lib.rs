@@ -45,14 +45,26 @@ pub struct Harness {
 impl Harness {
     /// Start an endpoint with `endpoint_config`, and a manager whose settings
     /// `tweak` may change.
-    pub async fn with(endpoint_config: EndpointConfig, tweak: impl FnOnce(&mut Settings)) -> Harness {
-        let endpoint = TokenEndpoint::start(endpoint_config).await.expect("endpoint starts");
+    pub async fn with(
+        endpoint_config: EndpointConfig,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Harness {
+        let endpoint = TokenEndpoint::start(endpoint_config)
+            .await
+            .expect("endpoint starts");
         let mut settings = settings_for(&endpoint);
         tweak(&mut settings);
         let dir = tempfile::tempdir().expect("temp dir");
         let events = EventStore::open(dir.path().join("data/brasilintel.db"));
-        let manager = TokenManager::new(runtime(), settings, events.clone()).await.expect("manager starts");
-        Harness { endpoint, manager, events, dir }
+        let manager = TokenManager::new(runtime(), settings, events.clone())
+            .await
+            .expect("manager starts");
+        Harness {
+            endpoint,
+            manager,
+            events,
+            dir,
+        }
     }
 
     /// Default endpoint, default test settings.
@@ -64,7 +76,11 @@ impl Harness {
     pub fn rows(&self) -> Vec<EventRow> {
         assert_eq!(self.events.flush(), 0, "events still waiting to be written");
         let conn = Connection::open(self.events.path()).expect("open the events database");
-        let mut rows: Vec<EventRow> = events::latest(&conn, 10_000).expect("read api_events").into_iter().map(|(_, r)| r).collect();
+        let mut rows: Vec<EventRow> = events::latest(&conn, 10_000)
+            .expect("read api_events")
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
         rows.reverse();
         rows
     }

@@ -9,17 +9,32 @@ use token_host::endpoint::EndpointConfig;
 async fn acquires_with_one_well_formed_form_post() {
     let h = Harness::start().await;
     let token = h.manager.get_token().await.expect("a token");
-    assert!(h.endpoint.verify(&token).is_some(), "the token is the endpoint's signed JWT");
+    assert!(
+        h.endpoint.verify(&token).is_some(),
+        "the token is the endpoint's signed JWT"
+    );
 
     let requests = h.endpoint.requests();
     assert_eq!(requests.len(), 1);
     let r = &requests[0];
     assert_eq!(r.method, "POST");
     assert_eq!(r.path, "/coreapi/access-management/v1/token");
-    assert_eq!(r.header("content-type"), Some("application/x-www-form-urlencoded"));
-    assert_eq!(r.form_value("grant_type").as_deref(), Some("client_credentials"));
-    assert_eq!(r.form_value("client_id").as_deref(), Some(h.endpoint.config().client_id.as_str()));
-    assert_eq!(r.form_value("client_secret").as_deref(), Some(h.endpoint.config().client_secret.as_str()));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        r.form_value("grant_type").as_deref(),
+        Some("client_credentials")
+    );
+    assert_eq!(
+        r.form_value("client_id").as_deref(),
+        Some(h.endpoint.config().client_id.as_str())
+    );
+    assert_eq!(
+        r.form_value("client_secret").as_deref(),
+        Some(h.endpoint.config().client_secret.as_str())
+    );
     assert!(r.header("authorization").is_none());
 
     let rows = h.rows();
@@ -28,7 +43,10 @@ async fn acquires_with_one_well_formed_form_post() {
     assert_eq!(rows[0].api_name, "auth");
     assert!(rows[0].success);
     assert_eq!(rows[0].run_id, None);
-    assert_eq!(rows[0].detail.as_deref(), Some(r#"{"expires_in_seconds":3600,"token_type":"Bearer"}"#));
+    assert_eq!(
+        rows[0].detail.as_deref(),
+        Some(r#"{"expires_in_seconds":3600,"token_type":"Bearer"}"#)
+    );
 
     let info = h.manager.token_info().await.expect("token info");
     assert_eq!(info.access_token, token);
@@ -54,18 +72,27 @@ async fn second_get_token_is_served_from_the_cache() {
 #[tokio::test]
 async fn refreshes_proactively_inside_the_margin() {
     // expires_in = margin + 2 s
-    let config = EndpointConfig { lifetime_secs: 4, ..EndpointConfig::default() };
+    let config = EndpointConfig {
+        lifetime_secs: 4,
+        ..EndpointConfig::default()
+    };
     let h = Harness::with(config, |s| s.refresh_margin_seconds = 2).await;
     let first = h.manager.get_token().await.unwrap();
     assert!(h.manager.is_token_valid().await);
     tokio::time::sleep(Duration::from_millis(2_300)).await;
-    assert!(!h.manager.is_token_valid().await, "inside the margin the token is no longer valid");
+    assert!(
+        !h.manager.is_token_valid().await,
+        "inside the margin the token is no longer valid"
+    );
     let second = h.manager.get_token().await.unwrap();
     assert_ne!(first, second);
     assert_eq!(h.endpoint.request_count(), 2);
     let rows = h.rows();
     assert_eq!(h.event_types(), ["TOKEN_ACQUIRED", "TOKEN_REFRESHED"]);
-    assert_eq!(detail(&rows[1]), json!({"expires_in_seconds": 4, "token_type": "Bearer"}));
+    assert_eq!(
+        detail(&rows[1]),
+        json!({"expires_in_seconds": 4, "token_type": "Bearer"})
+    );
 }
 
 #[tokio::test]
@@ -74,7 +101,10 @@ async fn force_refresh_gets_a_new_token_recorded_as_refresh() {
     let first = h.manager.get_token().await.unwrap();
     let second = h.manager.force_refresh().await.unwrap();
     assert_ne!(first, second);
-    assert_eq!(h.manager.get_token().await.as_deref(), Some(second.as_str()));
+    assert_eq!(
+        h.manager.get_token().await.as_deref(),
+        Some(second.as_str())
+    );
     assert_eq!(h.endpoint.request_count(), 2);
     assert_eq!(h.event_types(), ["TOKEN_ACQUIRED", "TOKEN_REFRESHED"]);
 }
@@ -110,7 +140,10 @@ async fn client_secret_basic_sends_encoded_credentials() {
         s.scope = Some("news equity".into());
     })
     .await;
-    assert!(h.manager.get_token().await.is_some(), "the endpoint accepted the Basic credentials");
+    assert!(
+        h.manager.get_token().await.is_some(),
+        "the endpoint accepted the Basic credentials"
+    );
     let r = &h.endpoint.requests()[0];
     assert!(r.header("authorization").unwrap().starts_with("Basic "));
     assert_eq!(r.form_value("client_secret"), None);

@@ -1,0 +1,27 @@
+# BrasilIntel token manager. `just --list` shows the recipes.
+
+# Build the component (wasm32-wasip2) and the host.
+build:
+    cargo build --workspace
+
+# Run the whole test suite (unit, end-to-end, CLI, doc tests).
+test:
+    cargo test --workspace
+
+# Check the configured credentials against the real token endpoint (exit 0/1/2).
+test-auth *ARGS:
+    cargo run --quiet --package token-host --bin token-manager -- test-auth {{ARGS}}
+
+# The four test-auth steps against an embedded local token endpoint; no credentials needed.
+demo *ARGS:
+    cargo run --quiet --package token-host --bin token-manager -- demo {{ARGS}}
+
+# Print the latest api_events rows (e.g. `just events -n 50 --json`).
+events *ARGS:
+    cargo run --quiet --package token-host --bin token-manager -- events {{ARGS}}
+
+# Formatting and lints, for the host target and the component's wasm32 glue.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --package token-component --target wasm32-wasip2 -- -D warnings

@@ -1,0 +1,264 @@
+//! The `token-manager` binary: test-auth exit codes, the demo, `--json`, and
+//! the security contract at `RUST_LOG=trace`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use token_host::endpoint::{EndpointConfig, TokenEndpoint};
+
+const BIN: &str = env!("CARGO_BIN_EXE_token-manager");
+
+/// Run the binary in `dir` with only the given variables (no inherited
+/// configuration, no `.env` of the repository).
+fn run(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).env_clear().args(args);
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run token-manager")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn endpoint_vars(e: &TokenEndpoint) -> Vec<(&'static str, String)> {
+    vec![
+        ("MMC_API_BASE_URL", e.base_url()),
+        ("MMC_API_CLIENT_ID", e.config().client_id.clone()),
+        ("MMC_API_CLIENT_SECRET", e.config().client_secret.clone()),
+    ]
+}
+
+fn as_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[test]
+fn test_auth_without_configuration_exits_2_naming_each_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["test-auth"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("BrasilIntel — MMC Core API Auth Test"), "{t}");
+    for var in [
+        "MMC_API_BASE_URL",
+        "MMC_API_CLIENT_ID",
+        "MMC_API_CLIENT_SECRET",
+    ] {
+        assert!(t.contains(var), "{var} not named: {t}");
+    }
+    assert!(t.contains(".env.example") && t.contains("FAILED"), "{t}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing is written without configuration"
+    );
+}
+
+#[test]
+fn dotenv_supplies_configuration_and_the_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "MMC_API_BASE_URL=http://gw.example.com\nMMC_API_CLIENT_ID=abc\n",
+    )
+    .unwrap();
+    // Only the secret is missing: .env supplied the rest.
+    let out = run(dir.path(), &["test-auth", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["steps"][0]["missing"],
+        serde_json::json!(["MMC_API_CLIENT_SECRET"])
+    );
+    // With the secret, the .env URL (plain HTTP to a remote host) is refused...
+    let out = run(
+        dir.path(),
+        &["test-auth"],
+        &[("MMC_API_CLIENT_SECRET", "x")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("loopback"), "{}", text(&out));
+    // ...unless the environment overrides it.
+    let out = run(
+        dir.path(),
+        &["test-auth"],
+        &[
+            ("MMC_API_CLIENT_SECRET", "x"),
+            ("MMC_API_BASE_URL", "https://"),
+        ],
+    );
+    assert!(text(&out).contains("has no host"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn test_auth_against_a_server_that_answers_401_exits_1() {
+    let endpoint = TokenEndpoint::start(EndpointConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = endpoint_vars(&endpoint);
+    vars[2].1 = "not-the-secret".into();
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || run(&dir, &["test-auth"], &as_refs(&vars))
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(endpoint.request_count(), 1, "401 is not retried");
+    let t = text(&out);
+    assert!(
+        t.contains("[2/4] Token acquisition") && t.contains("FAILED"),
+        "{t}"
+    );
+    assert!(
+        dir.path().join("data/brasilintel.db").exists(),
+        "the failure is recorded in the default database"
+    );
+}
+
+#[tokio::test]
+async fn test_auth_against_a_working_endpoint_passes_and_reports_json() {
+    let endpoint = TokenEndpoint::start(EndpointConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let vars = endpoint_vars(&endpoint);
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || run(&dir, &["test-auth", "--json"], &as_refs(&vars))
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["steps"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        report["steps"][2]["requests"], 0,
+        "the cached call made no request"
+    );
+    assert!(report["steps"][2]["cached_get_token_us"].as_f64().unwrap() < 100_000.0);
+    assert_eq!(
+        endpoint.request_count(),
+        2,
+        "one acquisition, one forced refresh"
+    );
+}
+
+#[test]
+fn demo_runs_without_credentials_and_shows_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["demo"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    for expected in [
+        "[4/4] Force refresh",
+        "TOKEN_ACQUIRED",
+        "TOKEN_REFRESHED",
+        "received 2 request(s)",
+    ] {
+        assert!(t.contains(expected), "{expected} missing: {t}");
+    }
+    let out = run(
+        dir.path(),
+        &["events", "--json", "--database", "sqlite:///./data/demo.db"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["event_type"], "TOKEN_REFRESHED", "newest first");
+}
+
+#[test]
+fn events_on_a_missing_or_unsupported_database_explains() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["events"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("no events database"), "{}", text(&out));
+    let out = run(
+        dir.path(),
+        &["events"],
+        &[("DATABASE_URL", "postgres://app:hunter2@db/app")],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let t = text(&out);
+    assert!(t.contains("not supported") && !t.contains("hunter2"), "{t}");
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_output_logs_or_the_database_even_at_trace() {
+    let config = EndpointConfig {
+        client_id: "secret-client-id-4f9a2c".into(),
+        client_secret: "S3cr3t-Value-Never-Shown-81d7".into(),
+        ..EndpointConfig::default()
+    };
+    let endpoint = TokenEndpoint::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = endpoint_vars(&endpoint);
+    vars.push(("RUST_LOG", "trace".into()));
+    let mut output = String::new();
+    for args in [vec!["test-auth"], vec!["test-auth", "--json"]] {
+        let vars = vars.clone();
+        let d = dir.path().to_owned();
+        let out = tokio::task::spawn_blocking(move || run(&d, &args, &as_refs(&vars)))
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        output.push_str(&text(&out));
+    }
+    // A failing run logs errors too.
+    let mut failing = vars.clone();
+    failing[2].1 = "S3cr3t-Wrong-Value-Never-Shown".into();
+    let d = dir.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || run(&d, &["test-auth"], &as_refs(&failing)))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    output.push_str(&text(&out));
+    assert!(
+        output.contains("TRACE") || output.contains("trace"),
+        "trace logging was on"
+    );
+
+    let db = std::fs::read(dir.path().join("data/brasilintel.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("data/brasilintel.db-wal")).unwrap_or_default();
+    let stored = format!(
+        "{}{}",
+        String::from_utf8_lossy(&db),
+        String::from_utf8_lossy(&wal)
+    );
+    let tokens = endpoint.issued_tokens();
+    assert_eq!(tokens.len(), 4);
+    let mut secrets = vec![
+        "secret-client-id-4f9a2c",
+        "S3cr3t-Value-Never-Shown-81d7",
+        "S3cr3t-Wrong-Value-Never-Shown",
+    ];
+    secrets.extend(tokens.iter().map(String::as_str));
+    for secret in secrets {
+        assert!(!output.contains(secret), "output leaks {secret}");
+        assert!(!stored.contains(secret), "database leaks {secret}");
+    }
+    // The signature part alone would do as much harm as the whole token.
+    for token in &tokens {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!output.contains(signature) && !stored.contains(signature));
+    }
+    assert!(
+        output.contains("secr***"),
+        "the runner shows the redacted client id"
+    );
+}

@@ -1,0 +1,121 @@
+//! The sandbox: what the component may import, and where its HTTP may go.
+
+use serde_json::json;
+use token_e2e::{Harness, detail, runtime, settings_for};
+use token_host::endpoint::{EndpointConfig, TokenEndpoint};
+use token_host::{Endpoint, EventStore, TokenManager};
+
+#[test]
+fn component_imports_only_wasi_and_the_event_sink() {
+    let imports = runtime().component_imports();
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("brasilintel:auth/event-sink@")),
+        "{imports:?}"
+    );
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/outgoing-handler@")),
+        "{imports:?}"
+    );
+    for import in &imports {
+        let allowed = import.starts_with("wasi:") || import.starts_with("brasilintel:auth/");
+        assert!(allowed, "unexpected import {import}");
+        assert!(
+            !import.starts_with("wasi:filesystem/"),
+            "the component must not touch files: {import}"
+        );
+        assert!(
+            !import.starts_with("wasi:sockets/"),
+            "the component must not open sockets: {import}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_outside_the_token_endpoint_are_denied() {
+    let allowed = TokenEndpoint::start(EndpointConfig::default())
+        .await
+        .unwrap();
+    let other = TokenEndpoint::start(EndpointConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = EventStore::open(dir.path().join("events.db"));
+    // The component is configured for `other`; the host only lets `allowed` through.
+    let egress = Endpoint::parse(&allowed.base_url(), "/token").unwrap();
+    let manager = TokenManager::with_egress(
+        runtime(),
+        settings_for(&other),
+        events.clone(),
+        Some(egress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(manager.get_token().await, None);
+    assert_eq!(other.request_count(), 0, "nothing reached the other server");
+    assert_eq!(allowed.request_count(), 0);
+    assert_eq!(manager.egress().denied(), 1);
+    assert_eq!(manager.egress().sent(), 0);
+    events.flush();
+    let conn = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+    let rows = token_host::events::latest(&conn, 10).unwrap();
+    assert_eq!(rows.len(), 1, "a denial is not retried");
+    assert_eq!(detail(&rows[0].1), json!({"error": "request_denied"}));
+}
+
+#[tokio::test]
+async fn plain_http_to_a_remote_host_is_refused_without_a_request() {
+    let h = Harness::with(EndpointConfig::default(), |s| {
+        s.base_url = "http://gateway.example.com".into()
+    })
+    .await;
+    assert!(h.manager.is_configured().await);
+    assert_eq!(h.manager.get_token().await, None);
+    assert_eq!(h.manager.get_token().await, None);
+    assert_eq!(h.manager.egress().sent() + h.manager.egress().denied(), 0);
+    let rows = h.rows();
+    assert_eq!(rows.len(), 1, "reported once, not on every call");
+    let d = detail(&rows[0]);
+    assert_eq!(d["error"], "invalid_configuration");
+    assert!(d["reason"].as_str().unwrap().contains("loopback"), "{d}");
+}
+
+#[tokio::test]
+async fn not_configured_makes_no_request_and_one_event() {
+    let h = Harness::with(EndpointConfig::default(), |s| {
+        s.client_secret.clear();
+    })
+    .await;
+    assert!(!h.manager.is_configured().await);
+    for _ in 0..10 {
+        assert_eq!(h.manager.get_token().await, None);
+    }
+    assert!(!h.manager.is_token_valid().await);
+    assert_eq!(h.manager.token_info().await, None);
+    assert_eq!(h.endpoint.request_count(), 0);
+    let rows = h.rows();
+    assert_eq!(rows.len(), 1, "no flood of events");
+    assert_eq!(detail(&rows[0]), json!({"error": "not_configured"}));
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_credentials_or_tokens() {
+    let h = Harness::start().await;
+    let token = h.manager.get_token().await.unwrap();
+    let info = h.manager.token_info().await.unwrap();
+    let printed = format!("{:?} {:?} {:?}", h.manager, info, h.manager.settings());
+    let config = h.endpoint.config();
+    for secret in [
+        config.client_secret.as_str(),
+        config.client_id.as_str(),
+        token.as_str(),
+    ] {
+        assert!(
+            !printed.contains(secret),
+            "Debug output leaks a secret: {printed}"
+        );
+    }
+}
