@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+pub mod compile_cache;
 pub mod config;
 pub mod egress;
 pub mod endpoint;
@@ -27,3 +28,8 @@ pub use config::{Config, ConfigError, DatabaseUrl};
 pub use events::{EventRow, EventStore};
 pub use manager::{Runtime, TokenInfo, TokenManager};
 pub use token_component::settings::{ClientAuth, Endpoint, Settings};
+
+/// The README's examples, compiled as doc tests so that they keep working.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -26,6 +26,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     component: Option<PathBuf>,
 
+    /// Compile the component every time instead of keeping the compiled code in
+    /// $TOKEN_MANAGER_CACHE_DIR (default ~/.cache/brasilintel-token-manager).
+    #[arg(long, global = true)]
+    no_compile_cache: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -120,12 +125,21 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::TestAuth { json } => test_auth(cli.component, json).await,
+        Command::TestAuth { json } => test_auth(&cli.component, cli.no_compile_cache, json).await,
         Command::Demo {
             json,
             lifetime,
             database,
-        } => demo(cli.component, json, lifetime, &database).await,
+        } => {
+            demo(
+                &cli.component,
+                cli.no_compile_cache,
+                json,
+                lifetime,
+                &database,
+            )
+            .await
+        }
         Command::Events {
             limit,
             json,
@@ -134,10 +148,15 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-fn load_runtime(component: Option<PathBuf>) -> anyhow::Result<Runtime> {
+fn load_runtime(component: &Option<PathBuf>, no_cache: bool) -> anyhow::Result<Runtime> {
+    let cache = if no_cache {
+        None
+    } else {
+        token_host::compile_cache::default_dir()
+    };
     match component {
-        Some(path) => Runtime::from_file(&path),
-        None => Runtime::embedded(),
+        Some(path) => Runtime::from_file(path, cache.as_deref()),
+        None => Runtime::from_bytes(token_host::manager::EMBEDDED_COMPONENT, cache.as_deref()),
     }
 }
 
@@ -152,7 +171,7 @@ fn print(report: &Report, json: bool) {
     }
 }
 
-async fn test_auth(component: Option<PathBuf>, json: bool) -> anyhow::Result<i32> {
+async fn test_auth(component: &Option<PathBuf>, no_cache: bool, json: bool) -> anyhow::Result<i32> {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -171,7 +190,7 @@ async fn test_auth(component: Option<PathBuf>, json: bool) -> anyhow::Result<i32
             return Ok(report.exit_code());
         }
     };
-    let runtime = load_runtime(component)?;
+    let runtime = load_runtime(component, no_cache)?;
     let events = EventStore::open(config.database.path());
     let manager = TokenManager::new(&runtime, config.settings, events.clone()).await?;
     let report = runner::run_token_steps(step, &manager).await;
@@ -181,7 +200,8 @@ async fn test_auth(component: Option<PathBuf>, json: bool) -> anyhow::Result<i32
 }
 
 async fn demo(
-    component: Option<PathBuf>,
+    component: &Option<PathBuf>,
+    no_cache: bool,
     json: bool,
     lifetime: u64,
     database: &str,
@@ -210,7 +230,7 @@ async fn demo(
     }
     let step = runner::check_configuration(&config)
         .map_err(|r| anyhow::anyhow!("demo configuration invalid: {:?}", r.steps[0].lines))?;
-    let runtime = load_runtime(component)?;
+    let runtime = load_runtime(component, no_cache)?;
     let events = EventStore::open(config.database.path());
     let first_id = last_event_id(config.database.path()).unwrap_or(0);
     let manager = TokenManager::new(&runtime, config.settings, events.clone()).await?;

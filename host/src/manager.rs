@@ -43,24 +43,28 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// The embedded component.
+    /// The embedded component, compiled now.
     pub fn embedded() -> anyhow::Result<Runtime> {
-        Self::from_bytes(EMBEDDED_COMPONENT)
+        Self::from_bytes(EMBEDDED_COMPONENT, None)
     }
 
     /// A component file (e.g. another build of the token component).
-    pub fn from_file(path: &Path) -> anyhow::Result<Runtime> {
+    pub fn from_file(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<Runtime> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read the component {}", path.display()))?;
-        Self::from_bytes(&bytes)
+        Self::from_bytes(&bytes, cache_dir)
             .with_context(|| format!("cannot load the component {}", path.display()))
     }
 
-    /// A component from bytes.
-    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Runtime> {
+    /// A component from bytes. With `cache_dir`, the compiled code is kept
+    /// there and reused by later processes (see [`crate::compile_cache`]).
+    pub fn from_bytes(bytes: &[u8], cache_dir: Option<&Path>) -> anyhow::Result<Runtime> {
         let engine = Engine::new(&wasmtime::Config::new())?;
-        let component = Component::new(&engine, bytes)
-            .map_err(|e| anyhow::Error::from(e).context("not a valid WebAssembly component"))?;
+        let component = match cache_dir {
+            Some(dir) => crate::compile_cache::load(&engine, bytes, dir)?,
+            None => Component::new(&engine, bytes)
+                .map_err(|e| anyhow::Error::from(e).context("not a valid WebAssembly component"))?,
+        };
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -81,6 +85,38 @@ impl Runtime {
     }
 }
 
+/// Largest linear memory the component may have; it needs about 1 MiB.
+pub const GUEST_MEMORY_LIMIT: usize = 16 << 20;
+
+/// Caps the guest's memory and tables, and remembers the memory's size.
+struct GuestLimits {
+    memory_bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > GUEST_MEMORY_LIMIT {
+            return Ok(false);
+        }
+        self.memory_bytes = desired;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
 /// The `T` of the store: WASI, HTTP with the egress policy, the event sink.
 pub struct HostState {
     wasi: WasiCtx,
@@ -88,6 +124,7 @@ pub struct HostState {
     table: ResourceTable,
     egress: EgressPolicy,
     events: EventStore,
+    limits: GuestLimits,
 }
 
 impl WasiView for HostState {
@@ -166,11 +203,12 @@ impl std::fmt::Debug for TokenInfo {
     }
 }
 
-/// Call one export of the manager resource through [`TokenManager::call`].
+/// Call one export of the manager resource on a locked guest, through
+/// [`TokenManager::call_on`].
 macro_rules! export_call {
-    ($self:ident, $name:literal, $method:ident) => {
+    ($self:ident, $guest:expr, $name:literal, $method:ident) => {
         $self
-            .call($name, |g| {
+            .call_on($guest, $name, |g| {
                 Box::pin(async move {
                     let manager = g.bindings.brasilintel_auth_token_manager().manager();
                     manager.$method(&mut g.store, g.manager).await
@@ -189,15 +227,31 @@ struct Guest {
     manager: ResourceAny,
 }
 
+/// What the component last said about its cache, so that a cached token can
+/// be served without entering the guest. The component decides when to
+/// refresh: the snapshot only repeats its `refresh-at` (rounded down to the
+/// second, so the fast path stops serving no later than the component would).
+struct Snapshot {
+    token: String,
+    refresh_at_ms: i64,
+    expires_at_ms: i64,
+}
+
 /// One token manager: a component instance behind an async lock, so that it
-/// can be shared by any number of tasks (`Arc<TokenManager>`). Concurrent
-/// callers queue for the instance, so an empty cache costs one request.
+/// can be shared by any number of tasks (`Arc<TokenManager>`).
+///
+/// A valid cached token is served from a snapshot without entering the
+/// component. Otherwise callers queue for the instance, so an empty cache
+/// costs one request however many callers there are; while one caller
+/// refreshes, the others get the cached token as long as it has not expired.
 pub struct TokenManager {
     runtime: Runtime,
     settings: Settings,
     egress_endpoint: Option<Endpoint>,
     events: EventStore,
     egress: Arc<EgressStats>,
+    snapshot: std::sync::RwLock<Option<Snapshot>>,
+    component_calls: std::sync::atomic::AtomicU64,
     guest: tokio::sync::Mutex<Guest>,
 }
 
@@ -239,6 +293,8 @@ impl TokenManager {
             egress_endpoint: egress,
             events,
             egress: stats,
+            snapshot: std::sync::RwLock::new(None),
+            component_calls: Default::default(),
             guest: tokio::sync::Mutex::new(guest),
         })
     }
@@ -246,17 +302,52 @@ impl TokenManager {
     /// The token: from the cache while valid, else freshly acquired. `None`
     /// on failure (recorded as `TOKEN_FAILED`).
     pub async fn get_token(&self) -> Option<String> {
-        export_call!(self, "get-token", call_get_token).flatten()
+        if let Some(token) = self.snapshot_token(|s, now| now < s.refresh_at_ms) {
+            return Some(token);
+        }
+        let mut guest = match self.guest.try_lock() {
+            Ok(guest) => guest,
+            Err(_) => {
+                // Someone is refreshing: an unexpired token beats waiting.
+                if let Some(token) = self.snapshot_token(|s, now| now < s.expires_at_ms) {
+                    return Some(token);
+                }
+                let guest = self.guest.lock().await;
+                // The caller we waited for may have left a fresh token.
+                if let Some(token) = self.snapshot_token(|s, now| now < s.refresh_at_ms) {
+                    return Some(token);
+                }
+                guest
+            }
+        };
+        let token = export_call!(self, &mut guest, "get-token", call_get_token).flatten();
+        self.refresh_snapshot_if_changed(&mut guest, token.as_deref())
+            .await;
+        token
+    }
+
+    /// Always enter the component for `get-token`, bypassing the snapshot.
+    /// The slow path, for benchmarks and for checking the fast path.
+    pub async fn get_token_from_component(&self) -> Option<String> {
+        let mut guest = self.guest.lock().await;
+        let token = export_call!(self, &mut guest, "get-token", call_get_token).flatten();
+        self.refresh_snapshot_if_changed(&mut guest, token.as_deref())
+            .await;
+        token
     }
 
     /// Drop the cached token and acquire a new one (`TOKEN_REFRESHED`).
     pub async fn force_refresh(&self) -> Option<String> {
-        export_call!(self, "force-refresh", call_force_refresh).flatten()
+        let mut guest = self.guest.lock().await;
+        let token = export_call!(self, &mut guest, "force-refresh", call_force_refresh).flatten();
+        self.refresh_snapshot(&mut guest).await;
+        token
     }
 
     /// The cached token with its expiry.
     pub async fn token_info(&self) -> Option<TokenInfo> {
-        let info = export_call!(self, "token-info", call_token_info).flatten()?;
+        let mut guest = self.guest.lock().await;
+        let info = export_call!(self, &mut guest, "token-info", call_token_info).flatten()?;
         Some(TokenInfo {
             access_token: info.access_token,
             expires_at: info.expires_at,
@@ -267,17 +358,30 @@ impl TokenManager {
 
     /// Whether a cached token is outside the refresh margin.
     pub async fn is_token_valid(&self) -> bool {
-        export_call!(self, "is-token-valid", call_is_token_valid).unwrap_or(false)
+        let mut guest = self.guest.lock().await;
+        export_call!(self, &mut guest, "is-token-valid", call_is_token_valid).unwrap_or(false)
     }
 
     /// Whether base URL, client id and secret are all set (asks the component).
     pub async fn is_configured(&self) -> bool {
-        export_call!(self, "is-configured", call_is_configured).unwrap_or(false)
+        let mut guest = self.guest.lock().await;
+        export_call!(self, &mut guest, "is-configured", call_is_configured).unwrap_or(false)
     }
 
     /// Requests sent to (and denied outside) the token endpoint so far.
     pub fn egress(&self) -> &EgressStats {
         &self.egress
+    }
+
+    /// The size of the component's linear memory, in bytes.
+    pub async fn guest_memory_bytes(&self) -> usize {
+        self.guest.lock().await.store.data().limits.memory_bytes
+    }
+
+    /// Calls made into the component so far (the fast path makes none).
+    pub fn component_calls(&self) -> u64 {
+        self.component_calls
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The event store this manager records into.
@@ -290,15 +394,47 @@ impl TokenManager {
         &self.settings
     }
 
-    /// Run one export. A trap does not take the host down: it is logged and
-    /// recorded, the instance is replaced, and the caller gets `None`.
-    async fn call<R>(
+    fn snapshot_token(&self, usable: impl Fn(&Snapshot, i64) -> bool) -> Option<String> {
+        let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let s = snapshot.as_ref()?;
+        usable(s, unix_ms()).then(|| s.token.clone())
+    }
+
+    /// A `get-token` that returned the snapshot's token left the cache as it
+    /// was (same token, same expiry); anything else may have changed it.
+    async fn refresh_snapshot_if_changed(&self, guest: &mut Guest, token: Option<&str>) {
+        let unchanged = {
+            let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+            snapshot.as_ref().map(|s| s.token.as_str()) == token
+        };
+        if !unchanged {
+            self.refresh_snapshot(guest).await;
+        }
+    }
+
+    /// Ask the component what it has cached now (a call without I/O).
+    async fn refresh_snapshot(&self, guest: &mut Guest) {
+        let info = export_call!(self, guest, "token-info", call_token_info).flatten();
+        let snapshot = info.map(|i| Snapshot {
+            token: i.access_token,
+            refresh_at_ms: i.refresh_at.saturating_mul(1000),
+            expires_at_ms: i.expires_at.saturating_mul(1000),
+        });
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+
+    /// Run one export on the locked guest. A trap does not take the host
+    /// down: it is logged and recorded, the instance is replaced (with an
+    /// empty cache), and the caller gets `None`.
+    async fn call_on<R>(
         &self,
+        guest: &mut Guest,
         what: &'static str,
         f: impl for<'a> FnOnce(&'a mut Guest) -> GuestCall<'a, R>,
     ) -> Option<R> {
-        let mut guest = self.guest.lock().await;
-        match f(&mut guest).await {
+        self.component_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match f(guest).await {
             Ok(r) => Some(r),
             Err(trap) => {
                 tracing::error!(call = what, error = %trap, "the token component trapped; re-instantiating");
@@ -312,6 +448,7 @@ impl TokenManager {
                     ),
                     run_id: None,
                 });
+                *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = None;
                 let policy = EgressPolicy::new(self.egress_endpoint.as_ref(), self.egress.clone());
                 match instantiate(&self.runtime, &self.settings, &self.events, policy).await {
                     Ok(fresh) => *guest = fresh,
@@ -323,6 +460,12 @@ impl TokenManager {
             }
         }
     }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn instantiate(
@@ -337,8 +480,10 @@ async fn instantiate(
         table: ResourceTable::new(),
         egress,
         events: events.clone(),
+        limits: GuestLimits { memory_bytes: 0 },
     };
     let mut store = Store::new(&runtime.engine, state);
+    store.limiter(|s| &mut s.limits);
     let bindings = runtime.pre.instantiate_async(&mut store).await?;
     let manager = bindings
         .brasilintel_auth_token_manager()

@@ -112,7 +112,7 @@ async fn force_refresh_gets_a_new_token_recorded_as_refresh() {
 #[tokio::test]
 async fn concurrent_callers_share_one_request() {
     let h = std::sync::Arc::new(Harness::start().await);
-    let tasks: Vec<_> = (0..50)
+    let tasks: Vec<_> = (0..1000)
         .map(|_| {
             let h = h.clone();
             tokio::spawn(async move { h.manager.get_token().await })
@@ -148,4 +148,62 @@ async fn client_secret_basic_sends_encoded_credentials() {
     assert!(r.header("authorization").unwrap().starts_with("Basic "));
     assert_eq!(r.form_value("client_secret"), None);
     assert_eq!(r.form_value("scope").as_deref(), Some("news equity"));
+}
+
+#[tokio::test]
+async fn a_valid_cached_token_is_served_without_entering_the_component() {
+    let h = Harness::start().await;
+    let token = h.manager.get_token().await.unwrap();
+    let calls = h.manager.component_calls();
+    for _ in 0..100 {
+        assert_eq!(h.manager.get_token().await.as_deref(), Some(token.as_str()));
+    }
+    assert_eq!(
+        h.manager.component_calls(),
+        calls,
+        "the fast path made no component call"
+    );
+    assert_eq!(
+        h.manager.get_token_from_component().await.as_deref(),
+        Some(token.as_str())
+    );
+    assert_eq!(h.endpoint.request_count(), 1);
+}
+
+#[tokio::test]
+async fn callers_get_the_unexpired_token_while_a_refresh_is_in_flight() {
+    let config = EndpointConfig {
+        lifetime_secs: 6,
+        ..EndpointConfig::default()
+    };
+    let h = std::sync::Arc::new(Harness::with(config, |s| s.refresh_margin_seconds = 3).await);
+    let old = h.manager.get_token().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    // The refresh answers only after 1.5 s.
+    let slow = token_host::endpoint::Scripted::json(
+        json!({"access_token": "new-token-from-slow-refresh", "expires_in": 60}),
+    )
+    .after(Duration::from_millis(1_500));
+    h.endpoint.script([slow]);
+    let refresher = tokio::spawn({
+        let h = h.clone();
+        async move { h.manager.get_token().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(h.manager.get_token().await.as_deref(), Some(old.as_str()));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "did not wait for the refresh: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        refresher.await.unwrap().as_deref(),
+        Some("new-token-from-slow-refresh")
+    );
+    assert_eq!(
+        h.manager.get_token().await.as_deref(),
+        Some("new-token-from-slow-refresh")
+    );
+    assert_eq!(h.event_types(), ["TOKEN_ACQUIRED", "TOKEN_REFRESHED"]);
 }

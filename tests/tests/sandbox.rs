@@ -119,3 +119,33 @@ async fn debug_output_never_shows_credentials_or_tokens() {
         );
     }
 }
+
+#[test]
+fn component_stays_under_the_size_budget() {
+    // The `component` profile (opt-level "s", LTO, panic=abort, strip) gives
+    // about 179 KB; the default release profile gave 237 KB.
+    let size = token_host::manager::EMBEDDED_COMPONENT.len();
+    assert!(
+        size <= 200_000,
+        "the component grew to {size} bytes (budget 200,000)"
+    );
+}
+
+#[tokio::test]
+async fn guest_memory_does_not_grow_across_refreshes() {
+    let h = Harness::start().await;
+    for _ in 0..50 {
+        h.manager.force_refresh().await.unwrap();
+    }
+    let settled = h.manager.guest_memory_bytes().await;
+    assert!(settled > 0 && settled <= token_host::manager::GUEST_MEMORY_LIMIT);
+    for _ in 0..500 {
+        h.manager.force_refresh().await.unwrap();
+    }
+    assert_eq!(
+        h.manager.guest_memory_bytes().await,
+        settled,
+        "linear memory grew: a leak per refresh"
+    );
+    assert_eq!(h.rows().len(), 550);
+}
