@@ -20,6 +20,10 @@ demo *ARGS:
 events *ARGS:
     cargo run --quiet --package token-host --bin token-manager -- events {{ARGS}}
 
+# Benchmarks with same-run baselines (dev profile: no release rebuild of wasmtime).
+bench:
+    cargo bench --profile dev --package token-host --bench perf
+
 # Formatting and lints, for the host target and the component's wasm32 glue.
 lint:
     cargo fmt --all -- --check
