@@ -61,8 +61,10 @@ pub fn token_request(settings: &Settings) -> TokenRequestParts {
             Some(format!("Basic {}", crate::base64::encode(pair.as_bytes())))
         }
     };
-    if let Some(scope) = settings.scope.as_deref().filter(|s| !s.is_empty()) {
-        field("scope", scope);
+    for (name, value) in [("scope", &settings.scope), ("audience", &settings.audience)] {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            field(name, value);
+        }
     }
     TokenRequestParts {
         body,
@@ -115,5 +117,11 @@ mod tests {
         let mut s = settings("id", "secret", ClientAuth::SecretPost);
         s.scope = Some("read write".into());
         assert!(token_request(&s).body.ends_with("&scope=read+write"));
+        s.audience = Some("https://api.example.com".into());
+        assert!(
+            token_request(&s)
+                .body
+                .ends_with("&scope=read+write&audience=https%3A%2F%2Fapi.example.com")
+        );
     }
 }

@@ -69,6 +69,7 @@ impl wit::GuestManager for ManagerResource {
             client_secret: s.client_secret,
             token_path: s.token_path,
             scope: s.scope,
+            audience: s.audience,
             client_auth: match s.client_auth {
                 wit::ClientAuth::ClientSecretPost => ClientAuth::SecretPost,
                 wit::ClientAuth::ClientSecretBasic => ClientAuth::SecretBasic,

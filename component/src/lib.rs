@@ -13,7 +13,9 @@ pub mod manager;
 pub mod outcome;
 pub mod redact;
 pub mod response;
+pub mod retry_after;
 pub mod settings;
+pub mod sha256;
 
 #[cfg(target_arch = "wasm32")]
 mod guest;

@@ -221,6 +221,8 @@ impl<P: Platform> Manager<P> {
         let deadline = started + i64::from(s.acquisition_deadline_ms);
         let mut attempts = 0;
         let mut last = Transient::Status(0);
+        let mut waited_ms = 0;
+        let mut last_retry_after = None;
         while attempts < max_attempts {
             attempts += 1;
             let remaining = (deadline - self.platform.now_ms()).max(1) as u64;
@@ -250,21 +252,33 @@ impl<P: Platform> Manager<P> {
                     });
                     return None;
                 }
-                Verdict::Retry(cause) => {
+                Verdict::Retry(cause, retry_after) => {
                     last = cause;
                     if attempts == max_attempts {
                         break;
                     }
                     let random = self.platform.random_u64();
-                    let wait = backoff.wait_ms(attempts, random);
+                    let mut wait = backoff.wait_ms(attempts, random);
+                    if let Some(after) = retry_after {
+                        // Honoured, but never beyond the largest backoff.
+                        wait = wait.max(after.saturating_mul(1000)).min(backoff.max_ms);
+                        last_retry_after = Some(after);
+                    }
                     if now + wait as i64 >= deadline {
                         break;
                     }
                     self.platform.sleep_ms(wait);
+                    waited_ms += wait;
                 }
             }
         }
-        let detail = Failure::MaxRetries { attempts, last }.detail();
+        let retry_after = last_retry_after.map(|after| (after, waited_ms));
+        let detail = Failure::MaxRetries {
+            attempts,
+            last,
+            retry_after,
+        }
+        .detail();
         self.platform.record(Event {
             kind: EventKind::Failed,
             detail,
@@ -342,6 +356,7 @@ mod tests {
         Ok(HttpResponse {
             status: 200,
             body: body.into_bytes(),
+            retry_after: None,
         })
     }
 
@@ -349,6 +364,7 @@ mod tests {
         Ok(HttpResponse {
             status,
             body: Vec::new(),
+            retry_after: None,
         })
     }
 
@@ -383,10 +399,11 @@ mod tests {
         assert!(m.is_token_valid());
         assert_eq!(m.platform.requests.len(), 1);
         assert_eq!(kinds(&m), [EventKind::Acquired]);
-        assert_eq!(
-            m.platform.events[0].detail,
-            r#"{"expires_in_seconds":3600,"token_type":"Bearer"}"#
+        let fp = crate::outcome::fingerprint("t1");
+        let expected = format!(
+            r#"{{"expires_in_seconds":3600,"token_type":"Bearer","token_fingerprint":"{fp}"}}"#
         );
+        assert_eq!(m.platform.events[0].detail, expected);
         let info = m.token_info().unwrap();
         assert_eq!(info.expires_at, 1_700_000_000 + 3600);
         assert_eq!(info.refresh_at, 1_700_000_000 + 3600 - 300);
@@ -445,6 +462,24 @@ mod tests {
         assert_eq!(
             m.platform.events[0].detail,
             r#"{"error":"max_retries_exceeded","attempts":3,"last_status":503}"#
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_largest_backoff() {
+        let after = |v: &str| {
+            Ok(HttpResponse {
+                status: 429,
+                body: vec![],
+                retry_after: Some(v.into()),
+            })
+        };
+        let mut m = manager(vec![after("5"), after("60"), after("1")]);
+        assert_eq!(m.get_token(), None);
+        assert_eq!(m.platform.sleeps, [5_000, 10_000]);
+        assert_eq!(
+            m.platform.events[0].detail,
+            r#"{"error":"max_retries_exceeded","attempts":3,"last_status":429,"retry_after_seconds":60,"waited_ms":15000}"#
         );
     }
 
@@ -545,6 +580,7 @@ mod tests {
         let mut m = manager(vec![Ok(HttpResponse {
             status: 200,
             body: b"<html>".to_vec(),
+            retry_after: None,
         })]);
         assert_eq!(m.get_token(), None);
         assert_eq!(m.platform.requests.len(), 1);

@@ -12,6 +12,8 @@ pub struct HttpResponse {
     pub status: u16,
     /// Body (capped by the transport).
     pub body: Vec<u8>,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
 }
 
 /// Why no response arrived.
@@ -93,6 +95,8 @@ pub enum Failure {
         attempts: u32,
         /// What the last one failed with.
         last: Transient,
+        /// The last `Retry-After` honoured (seconds) and the time waited in all (ms).
+        retry_after: Option<(u64, u64)>,
     },
     /// The settings are incomplete.
     NotConfigured,
@@ -105,8 +109,9 @@ pub enum Failure {
 pub enum Verdict {
     /// A token: cache it.
     Granted(Grant),
-    /// Try again (if attempts remain).
-    Retry(Transient),
+    /// Try again (if attempts remain), after at least `retry_after` seconds
+    /// when the server said so (429 and 503 only).
+    Retry(Transient, Option<u64>),
     /// Stop: record and return `none`.
     Fail(Failure),
 }
@@ -115,7 +120,7 @@ pub enum Verdict {
 pub fn classify(result: Result<HttpResponse, TransportError>, now: i64) -> Verdict {
     let resp = match result {
         Ok(resp) => resp,
-        Err(e) if e.is_transient() => return Verdict::Retry(Transient::Transport(e)),
+        Err(e) if e.is_transient() => return Verdict::Retry(Transient::Transport(e), None),
         Err(e) => return Verdict::Fail(Failure::Transport(e)),
     };
     match resp.status {
@@ -129,7 +134,14 @@ pub fn classify(result: Result<HttpResponse, TransportError>, now: i64) -> Verdi
         401 | 403 => Verdict::Fail(Failure::InvalidCredentials {
             status: resp.status,
         }),
-        429 | 500..=599 => Verdict::Retry(Transient::Status(resp.status)),
+        429 | 503 => {
+            let after = resp
+                .retry_after
+                .as_deref()
+                .and_then(|v| crate::retry_after::parse(v, now));
+            Verdict::Retry(Transient::Status(resp.status), after)
+        }
+        500..=599 => Verdict::Retry(Transient::Status(resp.status), None),
         status => Verdict::Fail(Failure::UnexpectedStatus {
             status,
             oauth_error: response::oauth_error(&resp.body),
@@ -137,9 +149,28 @@ pub fn classify(result: Result<HttpResponse, TransportError>, now: i64) -> Verdi
     }
 }
 
-/// Detail of a successful acquisition or refresh.
+/// Detail of a successful acquisition or refresh. The fingerprint (first 12
+/// hex digits of the token's SHA-256) lets operators tell tokens apart
+/// without holding one.
 pub fn grant_detail(grant: &Grant) -> String {
-    json!({"expires_in_seconds": grant.expires_in, "token_type": grant.token_type}).to_string()
+    json!({
+        "expires_in_seconds": grant.expires_in,
+        "token_type": grant.token_type,
+        "token_fingerprint": fingerprint(&grant.access_token),
+    })
+    .to_string()
+}
+
+/// First 12 hex digits of the SHA-256 of `token`.
+pub fn fingerprint(token: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = crate::sha256::digest(token.as_bytes());
+    let mut out = String::with_capacity(12);
+    for b in &digest[..6] {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 impl Failure {
@@ -172,11 +203,19 @@ impl Failure {
                 v
             }
             Failure::Transport(e) => json!({"error": e.as_str()}),
-            Failure::MaxRetries { attempts, last } => {
+            Failure::MaxRetries {
+                attempts,
+                last,
+                retry_after,
+            } => {
                 let mut v = json!({"error": "max_retries_exceeded", "attempts": attempts});
                 match last {
                     Transient::Status(s) => v["last_status"] = json!(s),
                     Transient::Transport(e) => v["last_error"] = json!(e.as_str()),
+                }
+                if let Some((after, waited_ms)) = retry_after {
+                    v["retry_after_seconds"] = json!(after);
+                    v["waited_ms"] = json!(waited_ms);
                 }
                 v
             }
@@ -198,6 +237,7 @@ mod tests {
             Ok(HttpResponse {
                 status,
                 body: body.as_bytes().to_vec(),
+                retry_after: None,
             }),
             0,
         )
@@ -217,7 +257,7 @@ mod tests {
             Verdict::Granted(_)
         ));
         for s in [429, 500, 502, 503, 504, 599] {
-            assert!(matches!(status(s, ""), Verdict::Retry(Transient::Status(x)) if x == s));
+            assert!(matches!(status(s, ""), Verdict::Retry(Transient::Status(x), None) if x == s));
         }
         for s in [401, 403] {
             assert_eq!(
@@ -242,14 +282,38 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_is_read_on_429_and_503_only() {
+        let resp = |status| {
+            Ok(HttpResponse {
+                status,
+                body: vec![],
+                retry_after: Some("7".into()),
+            })
+        };
+        assert!(matches!(classify(resp(429), 0), Verdict::Retry(_, Some(7))));
+        assert!(matches!(classify(resp(503), 0), Verdict::Retry(_, Some(7))));
+        assert!(matches!(classify(resp(500), 0), Verdict::Retry(_, None)));
+        let detail = Failure::MaxRetries {
+            attempts: 3,
+            last: Transient::Status(429),
+            retry_after: Some((7, 9_000)),
+        }
+        .detail();
+        assert_eq!(
+            detail,
+            r#"{"error":"max_retries_exceeded","attempts":3,"last_status":429,"retry_after_seconds":7,"waited_ms":9000}"#
+        );
+    }
+
+    #[test]
     fn transport_errors() {
         assert!(matches!(
             classify(Err(TransportError::Timeout), 0),
-            Verdict::Retry(_)
+            Verdict::Retry(..)
         ));
         assert!(matches!(
             classify(Err(TransportError::Connection), 0),
-            Verdict::Retry(_)
+            Verdict::Retry(..)
         ));
         assert_eq!(
             fail(classify(Err(TransportError::Denied), 0)),
@@ -268,10 +332,13 @@ mod tests {
             token_type: "Bearer".into(),
             expires_in: 3600,
         };
-        assert_eq!(
-            grant_detail(&grant),
-            r#"{"expires_in_seconds":3600,"token_type":"Bearer"}"#
+        let fp = fingerprint("secret-token");
+        let expected = format!(
+            r#"{{"expires_in_seconds":3600,"token_type":"Bearer","token_fingerprint":"{fp}"}}"#
         );
+        assert_eq!(grant_detail(&grant), expected);
+        // printf abc | sha256sum: ba7816bf8f01cfea...
+        assert_eq!(fingerprint("abc"), "ba7816bf8f01");
         assert_eq!(
             Failure::InvalidCredentials { status: 401 }.detail(),
             r#"{"status_code":401,"error":"invalid_credentials"}"#
@@ -279,7 +346,8 @@ mod tests {
         assert_eq!(
             Failure::MaxRetries {
                 attempts: 3,
-                last: Transient::Status(503)
+                last: Transient::Status(503),
+                retry_after: None,
             }
             .detail(),
             r#"{"error":"max_retries_exceeded","attempts":3,"last_status":503}"#
@@ -287,7 +355,8 @@ mod tests {
         assert_eq!(
             Failure::MaxRetries {
                 attempts: 3,
-                last: Transient::Transport(TransportError::Timeout)
+                last: Transient::Transport(TransportError::Timeout),
+                retry_after: None,
             }
             .detail(),
             r#"{"error":"max_retries_exceeded","attempts":3,"last_error":"timeout"}"#

@@ -36,6 +36,8 @@ pub enum Invalid {
     NotJson,
     /// JSON, but not an object.
     NotObject,
+    /// The same key twice at the top level: ambiguous, refused.
+    DuplicateKey,
     /// An OAuth error object (`{"error": …}`) despite the 200.
     ErrorObject(Option<String>),
     /// No `access_token` (or `null`).
@@ -64,6 +66,7 @@ impl Invalid {
         match self {
             Invalid::NotJson => "body_not_json",
             Invalid::NotObject => "body_not_object",
+            Invalid::DuplicateKey => "duplicate_key",
             Invalid::ErrorObject(_) => "error_response",
             Invalid::AccessTokenMissing => "access_token_missing",
             Invalid::AccessTokenNotString => "access_token_not_string",
@@ -85,6 +88,14 @@ impl Invalid {
 pub fn parse(body: &[u8], now: i64) -> Result<Grant, Invalid> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let value: Value = serde_json::from_slice(body).map_err(|_| Invalid::NotJson)?;
+    if !value.is_object() {
+        return Err(Invalid::NotObject);
+    }
+    // Two `access_token`s make the response ambiguous: parsers disagree on
+    // which one counts, so neither is trusted.
+    if repeats_a_top_level_key(body) {
+        return Err(Invalid::DuplicateKey);
+    }
     let Value::Object(map) = value else {
         return Err(Invalid::NotObject);
     };
@@ -125,6 +136,50 @@ pub fn parse(body: &[u8], now: i64) -> Result<Grant, Invalid> {
         token_type,
         expires_in,
     })
+}
+
+/// Whether the top-level object of `body` (valid JSON, already parsed)
+/// names a key twice. A scan rather than a second, duplicate-refusing serde
+/// deserializer: that one cost the component 35 KB.
+fn repeats_a_top_level_key(body: &[u8]) -> bool {
+    let mut keys: Vec<String> = Vec::new();
+    let (mut depth, mut expect_key, mut i) = (0usize, false, 0usize);
+    while let Some(&b) = body.get(i) {
+        match b {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while let Some(&c) = body.get(i) {
+                    match c {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                if depth == 1 && expect_key {
+                    expect_key = false;
+                    // Decode escapes: `"a\u0062"` and `"ab"` are one key.
+                    if let Some(Ok(Value::String(key))) =
+                        body.get(start..=i).map(serde_json::from_slice)
+                    {
+                        if keys.contains(&key) {
+                            return true;
+                        }
+                        keys.push(key);
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1 && b == b'{';
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 fn expires_in(v: &Value) -> Result<i64, Invalid> {
@@ -266,6 +321,28 @@ mod tests {
         assert_eq!(
             err(br#"{"error":"invalid_client"}"#),
             Invalid::ErrorObject(Some("invalid_client".into()))
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        assert_eq!(
+            err(br#"{"access_token":"a","access_token":"b"}"#),
+            Invalid::DuplicateKey
+        );
+        assert_eq!(
+            err(br#"{"access_token":"a","access\u005ftoken":"b"}"#),
+            Invalid::DuplicateKey
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"a,\"access_token\":","k":["access_token","access_token"]}"#)
+                .access_token,
+            "a,\"access_token\":"
+        );
+        // nested duplicates do not matter
+        assert_eq!(
+            ok(r#"{"access_token":"a","x":{"k":1,"k":2}}"#).access_token,
+            "a"
         );
     }
 

@@ -32,6 +32,8 @@ pub struct Settings {
     pub token_path: String,
     /// Optional `scope` form parameter.
     pub scope: Option<String>,
+    /// Optional `audience` form parameter.
+    pub audience: Option<String>,
     /// Client authentication method.
     pub client_auth: ClientAuth,
     /// Refresh this many seconds before expiry.
@@ -68,6 +70,7 @@ impl Default for Settings {
             client_secret: String::new(),
             token_path: DEFAULT_TOKEN_PATH.to_owned(),
             scope: None,
+            audience: None,
             client_auth: ClientAuth::SecretPost,
             refresh_margin_seconds: 300,
             max_attempts: 3,
@@ -103,6 +106,7 @@ impl fmt::Debug for Settings {
             .field("client_secret", &"<redacted>")
             .field("token_path", &self.token_path)
             .field("scope", &self.scope)
+            .field("audience", &self.audience)
             .field("client_auth", &self.client_auth)
             .field("refresh_margin_seconds", &self.refresh_margin_seconds)
             .field("max_attempts", &self.max_attempts)

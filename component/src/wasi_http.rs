@@ -64,17 +64,26 @@ pub fn post(request: &TokenRequest<'_>) -> Result<HttpResponse, TransportError> 
     };
     written?;
     let status = response.status();
-    let declared = response
-        .headers()
-        .get("content-length")
-        .first()
-        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    let headers = response.headers();
+    let header = |name: &str| {
+        let values = headers.get(name);
+        values
+            .first()
+            .and_then(|v| String::from_utf8(v.clone()).ok())
+    };
+    let declared = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after = header("retry-after");
+    drop(headers);
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(TransportError::BodyTooLarge);
     }
     let incoming = response.consume().map_err(|_| TransportError::Protocol)?;
     let body = read_body(&incoming)?;
-    Ok(HttpResponse { status, body })
+    Ok(HttpResponse {
+        status,
+        body,
+        retry_after,
+    })
 }
 
 fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), TransportError> {

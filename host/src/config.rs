@@ -20,6 +20,8 @@ pub mod vars {
     pub const TOKEN_PATH: &str = "MMC_API_TOKEN_PATH";
     /// Optional OAuth2 scope.
     pub const SCOPE: &str = "MMC_API_SCOPE";
+    /// Optional OAuth2 audience.
+    pub const AUDIENCE: &str = "MMC_API_AUDIENCE";
     /// `client_secret_post` (default) or `client_secret_basic`.
     pub const CLIENT_AUTH: &str = "MMC_API_CLIENT_AUTH";
     /// Where `api_events` lives.
@@ -97,6 +99,7 @@ impl Config {
                 client_secret: get(vars::CLIENT_SECRET),
                 token_path,
                 scope: Some(get(vars::SCOPE)).filter(|s| !s.is_empty()),
+                audience: Some(get(vars::AUDIENCE)).filter(|s| !s.is_empty()),
                 client_auth,
                 ..Settings::default()
             },

@@ -26,7 +26,7 @@ pub mod runner;
 
 pub use config::{Config, ConfigError, DatabaseUrl};
 pub use events::{EventRow, EventStore};
-pub use manager::{Runtime, TokenInfo, TokenManager};
+pub use manager::{Runtime, Sandbox, TokenInfo, TokenManager};
 pub use token_component::settings::{ClientAuth, Endpoint, Settings};
 
 /// The README's examples, compiled as doc tests so that they keep working.

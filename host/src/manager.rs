@@ -6,7 +6,7 @@ use crate::events::{EventRow, EventStore, utc_timestamp};
 use anyhow::Context as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use token_component::settings::{ClientAuth, Endpoint, Settings};
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Engine, Store};
@@ -59,7 +59,11 @@ impl Runtime {
     /// A component from bytes. With `cache_dir`, the compiled code is kept
     /// there and reused by later processes (see [`crate::compile_cache`]).
     pub fn from_bytes(bytes: &[u8], cache_dir: Option<&Path>) -> anyhow::Result<Runtime> {
-        let engine = Engine::new(&wasmtime::Config::new())?;
+        let mut config = wasmtime::Config::new();
+        // Epoch interruption bounds every call into the guest (see `Sandbox`).
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        start_epoch_ticker(&engine);
         let component = match cache_dir {
             Some(dir) => crate::compile_cache::load(&engine, bytes, dir)?,
             None => Component::new(&engine, bytes)
@@ -85,11 +89,58 @@ impl Runtime {
     }
 }
 
-/// Largest linear memory the component may have; it needs about 1 MiB.
+/// Default cap on the component's linear memory; it uses about 1.1 MiB.
 pub const GUEST_MEMORY_LIMIT: usize = 16 << 20;
+
+/// How often the engine's epoch advances.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Advance `engine`'s epoch every tick for as long as the engine lives.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn the epoch thread");
+}
+
+/// What the host allows the component: where its HTTP may go, how much
+/// memory it may have, and how long one call into it may run.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    /// The only endpoint outgoing HTTP may reach (scheme, host and port);
+    /// `None` denies every request.
+    pub egress: Option<Endpoint>,
+    /// Largest linear memory, bytes.
+    pub memory_limit: usize,
+    /// Longest one call may take, wall clock, enforced by epoch
+    /// interruption: a runaway guest is stopped with a trap. Must exceed
+    /// the acquisition deadline, which already bounds a healthy call.
+    pub call_budget: Duration,
+}
+
+impl Sandbox {
+    /// The defaults for `settings`: its token endpoint, 16 MiB, and the
+    /// acquisition deadline plus 60 s.
+    pub fn for_settings(settings: &Settings) -> Sandbox {
+        Sandbox {
+            egress: Endpoint::parse(&settings.base_url, &settings.token_path).ok(),
+            memory_limit: GUEST_MEMORY_LIMIT,
+            call_budget: Duration::from_millis(u64::from(settings.acquisition_deadline_ms))
+                + Duration::from_secs(60),
+        }
+    }
+}
 
 /// Caps the guest's memory and tables, and remembers the memory's size.
 struct GuestLimits {
+    memory_limit: usize,
     memory_bytes: usize,
 }
 
@@ -100,7 +151,7 @@ impl wasmtime::ResourceLimiter for GuestLimits {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > GUEST_MEMORY_LIMIT {
+        if desired > self.memory_limit {
             return Ok(false);
         }
         self.memory_bytes = desired;
@@ -247,7 +298,7 @@ struct Snapshot {
 pub struct TokenManager {
     runtime: Runtime,
     settings: Settings,
-    egress_endpoint: Option<Endpoint>,
+    sandbox: Sandbox,
     events: EventStore,
     egress: Arc<EgressStats>,
     snapshot: std::sync::RwLock<Option<Snapshot>>,
@@ -265,32 +316,31 @@ impl std::fmt::Debug for TokenManager {
 }
 
 impl TokenManager {
-    /// A manager whose outgoing HTTP may reach only the settings' token endpoint.
+    /// A manager in the default [`Sandbox`] for its settings: outgoing HTTP
+    /// may reach only the settings' token endpoint.
     pub async fn new(
         runtime: &Runtime,
         settings: Settings,
         events: EventStore,
     ) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::parse(&settings.base_url, &settings.token_path).ok();
-        Self::with_egress(runtime, settings, events, endpoint).await
+        let sandbox = Sandbox::for_settings(&settings);
+        Self::with_sandbox(runtime, settings, events, sandbox).await
     }
 
-    /// A manager whose outgoing HTTP may reach only `egress` (`None`: nothing),
-    /// whatever the settings name. For sandboxes that pin the endpoint, and
-    /// for testing the policy.
-    pub async fn with_egress(
+    /// A manager in the given sandbox (e.g. an egress endpoint pinned by the
+    /// platform whatever the settings name, or other limits).
+    pub async fn with_sandbox(
         runtime: &Runtime,
         settings: Settings,
         events: EventStore,
-        egress: Option<Endpoint>,
+        sandbox: Sandbox,
     ) -> anyhow::Result<Self> {
         let stats = Arc::new(EgressStats::default());
-        let policy = EgressPolicy::new(egress.as_ref(), stats.clone());
-        let guest = instantiate(runtime, &settings, &events, policy).await?;
+        let guest = instantiate(runtime, &settings, &events, &sandbox, stats.clone()).await?;
         Ok(TokenManager {
             runtime: runtime.clone(),
             settings,
-            egress_endpoint: egress,
+            sandbox,
             events,
             egress: stats,
             snapshot: std::sync::RwLock::new(None),
@@ -434,6 +484,9 @@ impl TokenManager {
     ) -> Option<R> {
         self.component_calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        guest
+            .store
+            .set_epoch_deadline(epoch_ticks(self.sandbox.call_budget));
         match f(guest).await {
             Ok(r) => Some(r),
             Err(trap) => {
@@ -449,8 +502,14 @@ impl TokenManager {
                     run_id: None,
                 });
                 *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = None;
-                let policy = EgressPolicy::new(self.egress_endpoint.as_ref(), self.egress.clone());
-                match instantiate(&self.runtime, &self.settings, &self.events, policy).await {
+                let fresh = instantiate(
+                    &self.runtime,
+                    &self.settings,
+                    &self.events,
+                    &self.sandbox,
+                    self.egress.clone(),
+                );
+                match fresh.await {
                     Ok(fresh) => *guest = fresh,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot re-instantiate the token component")
@@ -460,6 +519,10 @@ impl TokenManager {
             }
         }
     }
+}
+
+fn epoch_ticks(budget: Duration) -> u64 {
+    (budget.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
 fn unix_ms() -> i64 {
@@ -472,18 +535,24 @@ async fn instantiate(
     runtime: &Runtime,
     settings: &Settings,
     events: &EventStore,
-    egress: EgressPolicy,
+    sandbox: &Sandbox,
+    egress: Arc<EgressStats>,
 ) -> anyhow::Result<Guest> {
     let state = HostState {
         wasi: WasiCtx::builder().build(),
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        egress,
+        egress: EgressPolicy::new(sandbox.egress.as_ref(), egress),
         events: events.clone(),
-        limits: GuestLimits { memory_bytes: 0 },
+        limits: GuestLimits {
+            memory_limit: sandbox.memory_limit,
+            memory_bytes: 0,
+        },
     };
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(epoch_ticks(sandbox.call_budget));
     let bindings = runtime.pre.instantiate_async(&mut store).await?;
     let manager = bindings
         .brasilintel_auth_token_manager()
@@ -504,6 +573,7 @@ fn to_wit(s: &Settings) -> wit::Settings {
         client_secret: s.client_secret.clone(),
         token_path: s.token_path.clone(),
         scope: s.scope.clone(),
+        audience: s.audience.clone(),
         client_auth: match s.client_auth {
             ClientAuth::SecretPost => wit::ClientAuth::ClientSecretPost,
             ClientAuth::SecretBasic => wit::ClientAuth::ClientSecretBasic,

@@ -43,10 +43,12 @@ async fn acquires_with_one_well_formed_form_post() {
     assert_eq!(rows[0].api_name, "auth");
     assert!(rows[0].success);
     assert_eq!(rows[0].run_id, None);
-    assert_eq!(
-        rows[0].detail.as_deref(),
-        Some(r#"{"expires_in_seconds":3600,"token_type":"Bearer"}"#)
+    let fingerprint = token_component::outcome::fingerprint(&token);
+    let expected = format!(
+        r#"{{"expires_in_seconds":3600,"token_type":"Bearer","token_fingerprint":"{fingerprint}"}}"#
     );
+    assert_eq!(rows[0].detail.as_deref(), Some(expected.as_str()));
+    assert!(!rows[0].detail.as_deref().unwrap().contains(&token));
 
     let info = h.manager.token_info().await.expect("token info");
     assert_eq!(info.access_token, token);
@@ -89,9 +91,10 @@ async fn refreshes_proactively_inside_the_margin() {
     assert_eq!(h.endpoint.request_count(), 2);
     let rows = h.rows();
     assert_eq!(h.event_types(), ["TOKEN_ACQUIRED", "TOKEN_REFRESHED"]);
+    let fingerprint = token_component::outcome::fingerprint(&second);
     assert_eq!(
         detail(&rows[1]),
-        json!({"expires_in_seconds": 4, "token_type": "Bearer"})
+        json!({"expires_in_seconds": 4, "token_type": "Bearer", "token_fingerprint": fingerprint})
     );
 }
 

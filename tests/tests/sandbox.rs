@@ -3,7 +3,7 @@
 use serde_json::json;
 use token_e2e::{Harness, detail, runtime, settings_for};
 use token_host::endpoint::{EndpointConfig, TokenEndpoint};
-use token_host::{Endpoint, EventStore, TokenManager};
+use token_host::{Endpoint, EventStore, Sandbox, TokenManager};
 
 #[test]
 fn component_imports_only_wasi_and_the_event_sink() {
@@ -46,14 +46,14 @@ async fn requests_outside_the_token_endpoint_are_denied() {
     let events = EventStore::open(dir.path().join("events.db"));
     // The component is configured for `other`; the host only lets `allowed` through.
     let egress = Endpoint::parse(&allowed.base_url(), "/token").unwrap();
-    let manager = TokenManager::with_egress(
-        runtime(),
-        settings_for(&other),
-        events.clone(),
-        Some(egress),
-    )
-    .await
-    .unwrap();
+    let settings = settings_for(&other);
+    let sandbox = Sandbox {
+        egress: Some(egress),
+        ..Sandbox::for_settings(&settings)
+    };
+    let manager = TokenManager::with_sandbox(runtime(), settings, events.clone(), sandbox)
+        .await
+        .unwrap();
     assert_eq!(manager.get_token().await, None);
     assert_eq!(other.request_count(), 0, "nothing reached the other server");
     assert_eq!(allowed.request_count(), 0);
@@ -148,4 +148,65 @@ async fn guest_memory_does_not_grow_across_refreshes() {
         "linear memory grew: a leak per refresh"
     );
     assert_eq!(h.rows().len(), 550);
+}
+
+#[tokio::test]
+async fn a_call_over_its_budget_traps_is_recorded_and_the_next_call_works() {
+    let endpoint = TokenEndpoint::start(EndpointConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = EventStore::open(dir.path().join("events.db"));
+    let settings = settings_for(&endpoint);
+    // A 300 ms budget, and an answer that comes after 1 s: the guest is
+    // interrupted as soon as it runs again.
+    let sandbox = Sandbox {
+        call_budget: std::time::Duration::from_millis(300),
+        ..Sandbox::for_settings(&settings)
+    };
+    let manager = TokenManager::with_sandbox(runtime(), settings, events.clone(), sandbox)
+        .await
+        .unwrap();
+    endpoint
+        .script([token_host::endpoint::Scripted::status(503, "")
+            .after(std::time::Duration::from_secs(1))]);
+    assert_eq!(
+        manager.get_token().await,
+        None,
+        "a trap is `none` to the caller"
+    );
+    let token = manager.get_token().await;
+    assert!(token.is_some(), "the host re-instantiated the component");
+    events.flush();
+    let conn = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+    let mut rows = token_host::events::latest(&conn, 10).unwrap();
+    rows.reverse();
+    let types: Vec<_> = rows.iter().map(|(_, r)| r.event_type.as_str()).collect();
+    assert_eq!(types, ["TOKEN_FAILED", "TOKEN_ACQUIRED"]);
+    assert_eq!(
+        detail(&rows[0].1),
+        json!({"error": "component_trap", "call": "get-token"})
+    );
+}
+
+#[tokio::test]
+async fn a_memory_limit_below_what_the_component_needs_is_a_clear_error() {
+    let endpoint = TokenEndpoint::start(EndpointConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_for(&endpoint);
+    let sandbox = Sandbox {
+        memory_limit: 64 * 1024,
+        ..Sandbox::for_settings(&settings)
+    };
+    let err = TokenManager::with_sandbox(
+        runtime(),
+        settings,
+        EventStore::open(dir.path().join("e.db")),
+        sandbox,
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("memory"), "{err:#}");
 }
