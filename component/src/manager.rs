@@ -19,6 +19,9 @@ pub struct Timeouts {
     pub first_byte_ms: u64,
     /// Between body bytes.
     pub between_bytes_ms: u64,
+    /// The whole request, response body included: what is left of the
+    /// acquisition deadline, so a trickling server cannot outlast it.
+    pub total_ms: u64,
 }
 
 /// One token request, ready to send. Holds credentials: no `Debug`.
@@ -234,6 +237,7 @@ impl<P: Platform> Manager<P> {
                     connect_ms: u64::from(s.connect_timeout_ms).min(remaining),
                     first_byte_ms: u64::from(s.first_byte_timeout_ms).min(remaining),
                     between_bytes_ms: u64::from(s.between_bytes_timeout_ms).min(remaining),
+                    total_ms: remaining,
                 },
             };
             let result = self.platform.post(&request);

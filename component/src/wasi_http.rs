@@ -56,6 +56,8 @@ pub fn post(request: &TokenRequest<'_>) -> Result<HttpResponse, TransportError> 
     // future says why, so it is consulted first.
     let written = write_body(body, request.body.as_bytes());
 
+    let deadline =
+        wasi::clocks::monotonic_clock::now().saturating_add(ns(request.timeouts.total_ms));
     future.subscribe().block();
     let response = match future.get() {
         Some(Ok(Ok(response))) => response,
@@ -78,7 +80,7 @@ pub fn post(request: &TokenRequest<'_>) -> Result<HttpResponse, TransportError> 
         return Err(TransportError::BodyTooLarge);
     }
     let incoming = response.consume().map_err(|_| TransportError::Protocol)?;
-    let body = read_body(&incoming)?;
+    let body = read_body(&incoming, deadline)?;
     Ok(HttpResponse {
         status,
         body,
@@ -99,11 +101,20 @@ fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), TransportError> {
     OutgoingBody::finish(body, None).map_err(map_error)
 }
 
-fn read_body(incoming: &IncomingBody) -> Result<Vec<u8>, TransportError> {
+/// Read the body until it ends, the cap is passed, or `deadline` (monotonic
+/// nanoseconds) arrives: the between-bytes timeout alone would let a server
+/// that sends a byte a second hold the call for as long as it likes.
+fn read_body(incoming: &IncomingBody, deadline: u64) -> Result<Vec<u8>, TransportError> {
     let stream = incoming.stream().map_err(|_| TransportError::Protocol)?;
+    let timer = wasi::clocks::monotonic_clock::subscribe_instant(deadline);
+    let readable = stream.subscribe();
     let mut body = Vec::new();
     loop {
-        match stream.blocking_read(16 * 1024) {
+        let ready = wasi::io::poll::poll(&[&readable, &timer]);
+        if !ready.contains(&0) {
+            return Err(TransportError::Timeout);
+        }
+        match stream.read(16 * 1024) {
             Ok(chunk) => {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_BODY_BYTES {

@@ -74,15 +74,7 @@ impl Harness {
 
     /// All rows of `api_events`, oldest first, after flushing the writer.
     pub fn rows(&self) -> Vec<EventRow> {
-        assert_eq!(self.events.flush(), 0, "events still waiting to be written");
-        let conn = Connection::open(self.events.path()).expect("open the events database");
-        let mut rows: Vec<EventRow> = events::latest(&conn, 10_000)
-            .expect("read api_events")
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
-        rows.reverse();
-        rows
+        rows_of(&self.events)
     }
 
     /// The event types written so far.
@@ -94,4 +86,145 @@ impl Harness {
 /// Parse a detail column as JSON.
 pub fn detail(row: &EventRow) -> serde_json::Value {
     serde_json::from_str(row.detail.as_deref().expect("detail present")).expect("detail is JSON")
+}
+
+/// How a [`FaultServer`] misbehaves after reading a request.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Accept, read the request, never answer.
+    NeverAnswer,
+    /// Send a 200 announcing `len` bytes, then one byte every `every`.
+    Trickle {
+        /// Announced body length.
+        len: usize,
+        /// Pause between bytes.
+        every: std::time::Duration,
+    },
+    /// Send these bytes, then close the connection.
+    Raw(Vec<u8>),
+    /// Send these bytes, then reset the connection (RST, not FIN).
+    RawThenReset(Vec<u8>),
+}
+
+/// A loopback server that speaks just enough HTTP/1.1 to misbehave.
+pub struct FaultServer {
+    addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultServer {
+    /// Listen on an ephemeral port of 127.0.0.1; every connection gets `fault`.
+    pub async fn start(fault: Fault) -> FaultServer {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let fault = fault.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    // Read the request head and a little body; enough for a token POST.
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut read = 0;
+                    while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    match fault {
+                        Fault::NeverAnswer => {
+                            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                        }
+                        Fault::Trickle { len, every } => {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+                            );
+                            if socket.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            for _ in 0..len {
+                                tokio::time::sleep(every).await;
+                                if socket.write_all(b" ").await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Fault::Raw(bytes) => {
+                            let _ = socket.write_all(&bytes).await;
+                            let _ = socket.shutdown().await;
+                        }
+                        Fault::RawThenReset(bytes) => {
+                            let _ = socket.write_all(&bytes).await;
+                            let _ = socket.set_linger(Some(std::time::Duration::ZERO));
+                            drop(socket);
+                        }
+                    }
+                });
+            }
+        });
+        FaultServer {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests read so far.
+    pub fn request_count(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A manager pointed at `base_url` (any server), with quick retries and the
+/// given tweaks, writing events into `dir`.
+pub async fn manager_for(
+    base_url: &str,
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TokenManager, EventStore) {
+    let mut settings = Settings {
+        base_url: base_url.to_owned(),
+        client_id: "fault-client".into(),
+        client_secret: "fault-secret".into(),
+        backoff_multiplier_ms: 10,
+        backoff_min_ms: 10,
+        backoff_max_ms: 50,
+        ..Settings::default()
+    };
+    tweak(&mut settings);
+    let events = EventStore::open(dir.join("events.db"));
+    let manager = TokenManager::new(runtime(), settings, events.clone())
+        .await
+        .expect("manager starts");
+    (manager, events)
+}
+
+/// All rows of the database behind `events`, oldest first.
+pub fn rows_of(events: &EventStore) -> Vec<EventRow> {
+    assert_eq!(events.flush(), 0, "events still waiting to be written");
+    let conn = Connection::open(events.path()).expect("open the events database");
+    let mut rows: Vec<EventRow> = events::latest(&conn, 10_000)
+        .expect("read api_events")
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    rows.reverse();
+    rows
 }
