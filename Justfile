@@ -24,6 +24,10 @@ events *ARGS:
 bench:
     cargo bench --profile dev --package token-host --bench perf
 
+# Property-based fuzzing of the response and Retry-After parsers (default 300 s).
+fuzz SECONDS="300":
+    FUZZ_SECONDS={{SECONDS}} cargo test --package token-component --test fuzz -- --ignored --nocapture
+
 # Formatting and lints, for the host target and the component's wasm32 glue.
 lint:
     cargo fmt --all -- --check

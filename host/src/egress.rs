@@ -145,6 +145,24 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_host_header_cannot_redirect_a_request() {
+        use http_body_util::BodyExt;
+        let mut p = policy("https://gw.example.com");
+        let body = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = http::Request::post("https://evil.example.com/token")
+            .header(http::header::HOST, "gw.example.com")
+            .body(body)
+            .unwrap();
+        let response = Box::into_pin(p.send_request(request, None, Box::new(async { Ok(()) })));
+        assert!(matches!(response.await, Err(HttpError::HttpRequestDenied)));
+        assert_eq!(p.stats.denied(), 1);
+        // and the guest may not set one at all
+        assert!(wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(&http::header::HOST));
+    }
+
     #[test]
     fn timeouts_are_defaulted_and_capped() {
         let o = clamp(Some(RequestOptions {

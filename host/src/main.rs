@@ -15,7 +15,8 @@ use token_host::{Runtime, Settings, TokenManager};
 /// Configuration comes from the environment, then from `.env` in the working
 /// directory (the environment wins): MMC_API_BASE_URL, MMC_API_CLIENT_ID,
 /// MMC_API_CLIENT_SECRET, MMC_API_TOKEN_PATH (default
-/// /coreapi/access-management/v1/token), MMC_API_SCOPE, MMC_API_CLIENT_AUTH
+/// /coreapi/access-management/v1/token), MMC_API_SCOPE, MMC_API_AUDIENCE,
+/// MMC_API_CLIENT_AUTH
 /// (client_secret_post or client_secret_basic) and DATABASE_URL (default
 /// sqlite:///./data/brasilintel.db). Logs go to stderr; set RUST_LOG (e.g.
 /// RUST_LOG=debug) for more. Secrets and tokens are never logged.

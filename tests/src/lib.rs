@@ -167,7 +167,7 @@ impl FaultServer {
                         }
                         Fault::RawThenReset(bytes) => {
                             let _ = socket.write_all(&bytes).await;
-                            let _ = socket.set_linger(Some(std::time::Duration::ZERO));
+                            let _ = socket.set_zero_linger();
                             drop(socket);
                         }
                     }

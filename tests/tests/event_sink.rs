@@ -115,3 +115,59 @@ async fn pending_events_are_written_when_the_last_handle_is_dropped() {
     assert_eq!(count(&path), 2, "written on drop");
     unlock.join().unwrap();
 }
+
+/// Makes a file immutable (even for root) while alive.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: &std::path::Path) -> Option<Immutable> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Immutable(path.to_owned()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_database_costs_no_token_and_is_written_once_writable() {
+    let endpoint = TokenEndpoint::start(EndpointConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    {
+        // A database in rollback-journal mode, as an application may leave it.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(token_host::events::API_EVENTS_DDL)
+            .unwrap();
+    }
+    let Some(guard) = Immutable::set(&path) else {
+        eprintln!(
+            "SKIPPED: `chattr +i` is not supported here, so a read-only file cannot be made for root"
+        );
+        return;
+    };
+    let events = EventStore::open(&path);
+    let manager = TokenManager::new(runtime(), settings_for(&endpoint), events.clone())
+        .await
+        .unwrap();
+    assert!(
+        manager.get_token().await.is_some(),
+        "served despite the read-only database"
+    );
+    assert_eq!(events.flush(), 1, "the event waits");
+    drop(guard);
+    assert_eq!(events.flush(), 0);
+    assert_eq!(count(&path), 1);
+}

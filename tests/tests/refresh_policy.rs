@@ -2,7 +2,6 @@
 //! margin, serving the still-valid token when a refresh fails, cool-downs,
 //! and the margin for short-lived tokens.
 
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use token_e2e::{Harness, detail};
