@@ -70,7 +70,7 @@ pub trait Platform {
     fn record(&mut self, event: Event);
 }
 
-/// The cached token, as `token-info` reports it.
+/// The cached token, as `token-info` reports it. `Debug` shows it redacted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenInfo {
     /// The token.
@@ -81,6 +81,17 @@ pub struct TokenInfo {
     pub token_type: String,
     /// When `get-token` stops serving it from the cache, Unix seconds.
     pub refresh_at: i64,
+}
+
+impl std::fmt::Debug for TokenInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenInfo")
+            .field("access_token", &crate::redact::token(&self.access_token))
+            .field("expires_at", &self.expires_at)
+            .field("token_type", &self.token_type)
+            .field("refresh_at", &self.refresh_at)
+            .finish()
+    }
 }
 
 struct Cached {

@@ -227,32 +227,8 @@ pub fn event_type_name(t: EventType) -> &'static str {
     }
 }
 
-/// The cached token as `token-info` reports it. `Debug` shows it redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TokenInfo {
-    /// The bearer token.
-    pub access_token: String,
-    /// Expiry, Unix seconds.
-    pub expires_at: i64,
-    /// Token type, `Bearer`.
-    pub token_type: String,
-    /// When the manager will refresh it, Unix seconds.
-    pub refresh_at: i64,
-}
-
-impl std::fmt::Debug for TokenInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenInfo")
-            .field(
-                "access_token",
-                &token_component::redact::token(&self.access_token),
-            )
-            .field("expires_at", &self.expires_at)
-            .field("token_type", &self.token_type)
-            .field("refresh_at", &self.refresh_at)
-            .finish()
-    }
-}
+/// The cached token as `token-info` reports it (the component's own type).
+pub use token_component::manager::TokenInfo;
 
 /// Call one export of the manager resource on a locked guest, through
 /// [`TokenManager::call_on`].

@@ -77,6 +77,25 @@ impl Harness {
         rows_of(&self.events)
     }
 
+    /// `n` concurrent `get_token` callers; every one must get a token.
+    pub async fn concurrent_get_token(self: &std::sync::Arc<Self>, n: usize) -> Vec<String> {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let h = self.clone();
+                tokio::spawn(async move { h.manager.get_token().await })
+            })
+            .collect();
+        let mut tokens = Vec::with_capacity(n);
+        for t in tasks {
+            tokens.push(
+                t.await
+                    .expect("caller task")
+                    .expect("every caller gets a token"),
+            );
+        }
+        tokens
+    }
+
     /// The event types written so far.
     pub fn event_types(&self) -> Vec<String> {
         self.rows().into_iter().map(|r| r.event_type).collect()

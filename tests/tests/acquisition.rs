@@ -115,16 +115,7 @@ async fn force_refresh_gets_a_new_token_recorded_as_refresh() {
 #[tokio::test]
 async fn concurrent_callers_share_one_request() {
     let h = std::sync::Arc::new(Harness::start().await);
-    let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let h = h.clone();
-            tokio::spawn(async move { h.manager.get_token().await })
-        })
-        .collect();
-    let mut tokens = Vec::new();
-    for t in tasks {
-        tokens.push(t.await.unwrap().expect("a token"));
-    }
+    let mut tokens = h.concurrent_get_token(1000).await;
     tokens.dedup();
     assert_eq!(tokens.len(), 1);
     assert_eq!(h.endpoint.request_count(), 1);

@@ -16,16 +16,7 @@ async fn a_thousand_callers_inside_the_margin_cause_one_refresh() {
     let h = Arc::new(Harness::with(config, |s| s.refresh_margin_seconds = 2).await);
     let old = h.manager.get_token().await.unwrap();
     tokio::time::sleep(Duration::from_millis(2_200)).await;
-    let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let h = h.clone();
-            tokio::spawn(async move { h.manager.get_token().await })
-        })
-        .collect();
-    let mut tokens = Vec::new();
-    for t in tasks {
-        tokens.push(t.await.unwrap().expect("every caller gets a token"));
-    }
+    let tokens = h.concurrent_get_token(1000).await;
     assert_eq!(
         h.endpoint.request_count(),
         2,
