@@ -132,6 +132,7 @@ async fn client_secret_basic_sends_encoded_credentials() {
     let h = Harness::with(config, |s| {
         s.client_auth = token_host::ClientAuth::SecretBasic;
         s.scope = Some("news equity".into());
+        s.audience = Some("https://mmc.example.com/core".into());
     })
     .await;
     assert!(
@@ -142,6 +143,10 @@ async fn client_secret_basic_sends_encoded_credentials() {
     assert!(r.header("authorization").unwrap().starts_with("Basic "));
     assert_eq!(r.form_value("client_secret"), None);
     assert_eq!(r.form_value("scope").as_deref(), Some("news equity"));
+    assert_eq!(
+        r.form_value("audience").as_deref(),
+        Some("https://mmc.example.com/core")
+    );
 }
 
 #[tokio::test]

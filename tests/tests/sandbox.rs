@@ -5,31 +5,59 @@ use token_e2e::{Harness, detail, runtime, settings_for};
 use token_host::endpoint::{EndpointConfig, TokenEndpoint};
 use token_host::{Endpoint, EventStore, Sandbox, TokenManager};
 
+/// The imports the component may have, without versions. A new import is a
+/// change to the sandbox contract: review it, then add it here.
+const ALLOWED_IMPORTS: &[&str] = &[
+    "brasilintel:auth/types",
+    "brasilintel:auth/event-sink",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stderr",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stderr",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:http/outgoing-handler",
+    "wasi:http/types",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
 #[test]
-fn component_imports_only_wasi_and_the_event_sink() {
+fn component_imports_exactly_the_allowed_set() {
     let imports = runtime().component_imports();
+    let names: Vec<&str> = imports
+        .iter()
+        .map(|i| i.split('@').next().unwrap())
+        .collect();
+    let unexpected: Vec<_> = names
+        .iter()
+        .filter(|n| !ALLOWED_IMPORTS.contains(n))
+        .collect();
     assert!(
-        imports
-            .iter()
-            .any(|i| i.starts_with("brasilintel:auth/event-sink@")),
-        "{imports:?}"
+        unexpected.is_empty(),
+        "the component imports {unexpected:?}, which the sandbox does not allow (no files, no sockets); \
+         if the import is intended, review it and add it to ALLOWED_IMPORTS"
     );
-    assert!(
-        imports
-            .iter()
-            .any(|i| i.starts_with("wasi:http/outgoing-handler@")),
-        "{imports:?}"
-    );
-    for import in &imports {
-        let allowed = import.starts_with("wasi:") || import.starts_with("brasilintel:auth/");
-        assert!(allowed, "unexpected import {import}");
+    for required in ["brasilintel:auth/event-sink", "wasi:http/outgoing-handler"] {
         assert!(
-            !import.starts_with("wasi:filesystem/"),
-            "the component must not touch files: {import}"
+            names.contains(&required),
+            "{required} missing from {names:?}"
         );
+    }
+    for import in &imports {
+        let version = import.split('@').nth(1).unwrap_or("");
         assert!(
-            !import.starts_with("wasi:sockets/"),
-            "the component must not open sockets: {import}"
+            import.starts_with("brasilintel:") || version.starts_with("0.2."),
+            "{import} is not a WASI 0.2 interface"
         );
     }
 }
