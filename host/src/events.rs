@@ -299,23 +299,13 @@ fn insert_all(conn: &mut Connection, rows: &VecDeque<EventRow>) -> rusqlite::Res
 
 /// Read the latest `limit` rows, newest first.
 pub fn latest(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<(i64, EventRow)>> {
-    let mut stmt = conn.prepare(
-        "SELECT id, event_type, api_name, timestamp, success, detail, run_id FROM api_events ORDER BY id DESC LIMIT ?1",
-    )?;
-    let rows = stmt.query_map([limit], |r| {
-        Ok((
-            r.get(0)?,
-            EventRow {
-                event_type: r.get(1)?,
-                api_name: r.get(2)?,
-                timestamp: r.get(3)?,
-                success: r.get(4)?,
-                detail: r.get(5)?,
-                run_id: r.get(6)?,
-            },
-        ))
-    })?;
-    rows.collect()
+    crate::health::query(
+        conn,
+        &crate::health::Filter {
+            limit,
+            ..Default::default()
+        },
+    )
 }
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, as the application's ORM writes it.

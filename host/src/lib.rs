@@ -21,6 +21,7 @@ pub mod config;
 pub mod egress;
 pub mod endpoint;
 pub mod events;
+pub mod health;
 pub mod manager;
 pub mod runner;
 

@@ -70,7 +70,30 @@ enum Command {
         /// How many rows, newest first.
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: u32,
+        /// Only rows since then: 30m, 12h, 7d, 2026-12-01 or "2026-12-01 08:00" (UTC).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only this event type, e.g. TOKEN_FAILED (any case).
+        #[arg(long = "type", value_name = "TYPE", value_parser = token_host::health::parse_event_type)]
+        event_type: Option<String>,
+        /// Only failures (success = 0).
+        #[arg(long)]
+        failed: bool,
         /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Read this database instead of DATABASE_URL.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+    },
+    /// Summarise token health from api_events: last success, failures in
+    /// the last hour and day, the most common failure.
+    Health {
+        /// Also acquire a token with the configured credentials and report
+        /// its expiry (one token request, recorded in api_events like any other).
+        #[arg(long)]
+        acquire: bool,
+        /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
         /// Read this database instead of DATABASE_URL.
@@ -143,9 +166,41 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Events {
             limit,
+            since,
+            event_type,
+            failed,
             json,
             database,
-        } => show_events(limit, json, database),
+        } => {
+            let since = match since {
+                Some(s) => Some(
+                    token_host::health::parse_since(&s, std::time::SystemTime::now())
+                        .map_err(anyhow::Error::msg)?,
+                ),
+                None => None,
+            };
+            let filter = token_host::health::Filter {
+                limit,
+                since,
+                event_type,
+                failed,
+            };
+            show_events(&filter, json, database)
+        }
+        Command::Health {
+            acquire,
+            json,
+            database,
+        } => {
+            show_health(
+                &cli.component,
+                cli.no_compile_cache,
+                acquire,
+                json,
+                database,
+            )
+            .await
+        }
     }
 }
 
@@ -280,7 +335,8 @@ fn events_since(
     Ok(rows)
 }
 
-fn show_events(limit: u32, json: bool, database: Option<String>) -> anyhow::Result<i32> {
+/// Open the events database read-only, or say why not (exit code 1).
+fn open_events(database: Option<String>) -> anyhow::Result<Result<rusqlite::Connection, i32>> {
     let database = match database {
         Some(url) => DatabaseUrl::parse(&url)?,
         None => Config::from_env()?.database,
@@ -291,14 +347,25 @@ fn show_events(limit: u32, json: bool, database: Option<String>) -> anyhow::Resu
             "no events database at {} yet: run `just test-auth` first, or set DATABASE_URL (the demo writes to --database sqlite:///./data/demo.db)",
             path.display()
         );
-        return Ok(EXIT_TOKEN_FAILED);
+        return Ok(Err(EXIT_TOKEN_FAILED));
     }
     let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let rows = match events::latest(&conn, limit) {
-        Ok(rows) => rows,
-        Err(e) => anyhow::bail!("cannot read api_events from {}: {e}", path.display()),
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    Ok(Ok(conn))
+}
+
+fn show_events(
+    filter: &token_host::health::Filter,
+    json: bool,
+    database: Option<String>,
+) -> anyhow::Result<i32> {
+    let conn = match open_events(database)? {
+        Ok(conn) => conn,
+        Err(code) => return Ok(code),
     };
+    let rows = token_host::health::query(&conn, filter)
+        .map_err(|e| anyhow::anyhow!("cannot read api_events: {e}"))?;
     if json {
         for (id, row) in &rows {
             println!("{}", row_json(*id, row));
@@ -307,6 +374,69 @@ fn show_events(limit: u32, json: bool, database: Option<String>) -> anyhow::Resu
         print!("{}", events_table(&rows));
     }
     Ok(0)
+}
+
+async fn show_health(
+    component: &Option<PathBuf>,
+    no_cache: bool,
+    acquire: bool,
+    json: bool,
+    database: Option<String>,
+) -> anyhow::Result<i32> {
+    let mut live_json = None;
+    let mut live_lines = Vec::new();
+    let mut code = 0;
+    if acquire {
+        let config = Config::from_env()?;
+        if let Err(report) = runner::check_configuration(&config) {
+            eprintln!(
+                "cannot acquire: configuration is incomplete (run `just test-auth` for details)"
+            );
+            return Ok(report.exit_code());
+        }
+        let events = EventStore::open(config.database.path());
+        let runtime = load_runtime(component, no_cache)?;
+        let manager = TokenManager::new(&runtime, config.settings, events.clone()).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        match (manager.get_token().await, manager.token_info().await) {
+            (Some(_), Some(info)) => {
+                let minutes = (info.expires_at - now) as f64 / 60.0;
+                live_lines.push((
+                    "live token".to_owned(),
+                    format!("expires in {minutes:.1} min (at {} Unix)", info.expires_at),
+                ));
+                live_json = Some(
+                    serde_json::json!({"acquired": true, "expires_at": info.expires_at, "expires_in_minutes": (minutes * 10.0).round() / 10.0}),
+                );
+            }
+            _ => {
+                live_lines.push((
+                    "live token".to_owned(),
+                    "FAILED to acquire; see the newest TOKEN_FAILED row".to_owned(),
+                ));
+                live_json = Some(serde_json::json!({"acquired": false}));
+                code = EXIT_TOKEN_FAILED;
+            }
+        }
+        events.flush();
+    }
+    let conn = match open_events(database)? {
+        Ok(conn) => conn,
+        Err(c) => return Ok(c),
+    };
+    let health = token_host::health::health(&conn, std::time::SystemTime::now())
+        .map_err(|e| anyhow::anyhow!("cannot read api_events: {e}"))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&health.to_json(live_json))?
+        );
+    } else {
+        print!("{}", health.to_text(&live_lines));
+    }
+    Ok(code)
 }
 
 fn row_json(id: i64, r: &events::EventRow) -> serde_json::Value {

@@ -262,3 +262,127 @@ async fn secrets_never_appear_in_output_logs_or_the_database_even_at_trace() {
         "the runner shows the redacted client id"
     );
 }
+
+/// A demo database plus failures at known ages: two 10 minutes ago (same
+/// detail), one 2 hours ago, one 3 days ago.
+fn database_with_history(dir: &Path) -> String {
+    let out = run(dir, &["demo"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let conn = token_host::events::open_database(&dir.join("data/demo.db")).unwrap();
+    let now = std::time::SystemTime::now();
+    let ago =
+        |secs: u64| token_host::events::utc_timestamp(now - std::time::Duration::from_secs(secs));
+    for (secs, detail) in [
+        (600, r#"{"status_code":401,"error":"invalid_credentials"}"#),
+        (590, r#"{"status_code":401,"error":"invalid_credentials"}"#),
+        (
+            7_200,
+            r#"{"error":"max_retries_exceeded","attempts":3,"last_status":503}"#,
+        ),
+        (3 * 86_400, r#"{"error":"tls_error"}"#),
+    ] {
+        conn.execute(
+            "INSERT INTO api_events (event_type, api_name, timestamp, success, detail) VALUES ('TOKEN_FAILED', 'auth', ?1, 0, ?2)",
+            rusqlite::params![ago(secs), detail],
+        )
+        .unwrap();
+    }
+    "sqlite:///./data/demo.db".to_owned()
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn events_filters_by_time_type_and_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_with_history(dir.path());
+    let list = |extra: &[&str]| {
+        let mut args = vec!["events", "--json", "-n", "100", "--database", db.as_str()];
+        args.extend_from_slice(extra);
+        let out = run(dir.path(), &args, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        json_lines(&out)
+    };
+    assert_eq!(list(&[]).len(), 6);
+    assert_eq!(list(&["--failed"]).len(), 4);
+    assert_eq!(list(&["--type", "token-failed", "--since", "1h"]).len(), 2);
+    assert_eq!(list(&["--since", "1d"]).len(), 5);
+    let refreshed = list(&["--type", "TOKEN_REFRESHED"]);
+    assert_eq!(refreshed.len(), 1);
+    assert_eq!(refreshed[0]["success"], true);
+    assert!(list(&["--since", "2000-01-01"]).len() == 6);
+
+    let out = run(
+        dir.path(),
+        &["events", "--type", "TOKEN_LOST", "--database", &db],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("TOKEN_ACQUIRED"),
+        "the error lists the valid types: {}",
+        text(&out)
+    );
+    let out = run(
+        dir.path(),
+        &["events", "--since", "yesterday", "--database", &db],
+        &[],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("30m, 12h, 7d"), "{}", text(&out));
+}
+
+#[test]
+fn health_summarises_successes_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_with_history(dir.path());
+    let out = run(dir.path(), &["health", "--json", "--database", &db], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["failures_last_hour"], 2);
+    assert_eq!(h["failures_last_day"], 3);
+    assert_eq!(h["top_failure_last_day"]["count"], 2);
+    assert_eq!(
+        h["top_failure_last_day"]["detail"]["error"],
+        "invalid_credentials"
+    );
+    assert_eq!(h["last_success"]["expires_in_seconds"], 3600);
+    assert_eq!(h["live"], serde_json::Value::Null);
+    let out = run(dir.path(), &["health", "--database", &db], &[]);
+    let t = text(&out);
+    assert!(
+        t.contains("failures, 1 h:")
+            && t.contains("invalid_credentials")
+            && t.contains("(2x in 24 h)"),
+        "{t}"
+    );
+}
+
+#[tokio::test]
+async fn health_can_acquire_a_live_token() {
+    let endpoint = TokenEndpoint::start(EndpointConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let vars = endpoint_vars(&endpoint);
+    let d = dir.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        run(&d, &["health", "--acquire", "--json"], &as_refs(&vars))
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["live"]["acquired"], true);
+    assert!(h["live"]["expires_in_minutes"].as_f64().unwrap() > 59.0);
+    assert!(
+        h["last_success"]["timestamp"].is_string(),
+        "the acquisition was recorded and read back"
+    );
+    assert_eq!(endpoint.request_count(), 1);
+}
