@@ -169,7 +169,7 @@ impl wasmtime::ResourceLimiter for GuestLimits {
 }
 
 /// The `T` of the store: WASI, HTTP with the egress policy, the event sink.
-pub struct HostState {
+pub(crate) struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -213,7 +213,7 @@ impl bindings::brasilintel::auth::event_sink::Host for HostState {
 }
 
 /// The upper-case member name the application's ORM stores (SPEC §5).
-pub fn event_type_name(t: EventType) -> &'static str {
+fn event_type_name(t: EventType) -> &'static str {
     match t {
         EventType::TokenAcquired => "TOKEN_ACQUIRED",
         EventType::TokenRefreshed => "TOKEN_REFRESHED",
