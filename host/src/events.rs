@@ -59,6 +59,7 @@ enum Message {
 pub struct EventStats {
     written: AtomicU64,
     dropped: AtomicU64,
+    failed_writes: AtomicU64,
 }
 
 impl EventStats {
@@ -69,6 +70,10 @@ impl EventStats {
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+    /// Write attempts that failed (and were retried later).
+    pub fn failed_writes(&self) -> u64 {
+        self.failed_writes.load(Ordering::Relaxed)
     }
 }
 
@@ -252,6 +257,7 @@ impl Writer {
     fn write_failed(&mut self, e: &rusqlite::Error) {
         // A connection that failed may be stale (file removed, locked).
         self.conn = None;
+        self.stats.failed_writes.fetch_add(1, Ordering::Relaxed);
         if !self.warned {
             tracing::warn!(path = %self.path.display(), error = %e, waiting = self.pending.len(), "api_events: cannot write; will retry");
             self.warned = true;

@@ -186,18 +186,17 @@ async fn a_call_over_its_budget_traps_is_recorded_and_the_next_call_works() {
     let dir = tempfile::tempdir().unwrap();
     let events = EventStore::open(dir.path().join("events.db"));
     let settings = settings_for(&endpoint);
-    // A 300 ms budget, and an answer that comes after 1 s: the guest is
+    // A 500 ms budget, and an answer that comes after 1.5 s: the guest is
     // interrupted as soon as it runs again.
     let sandbox = Sandbox {
-        call_budget: std::time::Duration::from_millis(300),
+        call_budget: std::time::Duration::from_millis(500),
         ..Sandbox::for_settings(&settings)
     };
     let manager = TokenManager::with_sandbox(runtime(), settings, events.clone(), sandbox)
         .await
         .unwrap();
-    endpoint
-        .script([token_host::endpoint::Scripted::status(503, "")
-            .after(std::time::Duration::from_secs(1))]);
+    endpoint.script([token_host::endpoint::Scripted::status(503, "")
+        .after(std::time::Duration::from_millis(1_500))]);
     assert_eq!(
         manager.get_token().await,
         None,
