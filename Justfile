@@ -20,6 +20,10 @@ demo *ARGS:
 events *ARGS:
     cargo run --quiet --package token-host --bin token-manager -- events {{ARGS}}
 
+# Auth health from api_events (e.g. `just health --acquire --json`).
+health *ARGS:
+    cargo run --quiet --package token-host --bin token-manager -- health {{ARGS}}
+
 # Benchmarks with same-run baselines (dev profile: no release rebuild of wasmtime).
 bench:
     cargo bench --profile dev --package token-host --bench perf

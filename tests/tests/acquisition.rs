@@ -188,7 +188,15 @@ async fn callers_get_the_unexpired_token_while_a_refresh_is_in_flight() {
         let h = h.clone();
         async move { h.manager.get_token().await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the endpoint has the refresh request, the refresher holds the instance.
+    let waiting = std::time::Instant::now();
+    while h.endpoint.request_count() < 2 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(5),
+            "the refresh never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let started = std::time::Instant::now();
     assert_eq!(h.manager.get_token().await.as_deref(), Some(old.as_str()));
     assert!(
