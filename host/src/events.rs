@@ -122,6 +122,7 @@ impl EventStore {
             capacity,
             stats: stats.clone(),
             warned: false,
+            unwritten: false,
         };
         std::thread::Builder::new()
             .name("api-events-writer".into())
@@ -177,6 +178,8 @@ struct Writer {
     capacity: usize,
     stats: Arc<EventStats>,
     warned: bool,
+    /// Events pushed since the last write attempt.
+    unwritten: bool,
 }
 
 impl Writer {
@@ -188,23 +191,15 @@ impl Writer {
                 RETRY_EVERY
             };
             match rx.recv_timeout(timeout) {
-                Ok(Message::Event(row)) => {
-                    self.push(row);
+                Ok(first) => {
                     // Take whatever else is queued so a burst is one transaction.
+                    self.handle(first);
                     while let Ok(msg) = rx.try_recv() {
-                        match msg {
-                            Message::Event(row) => self.push(row),
-                            Message::Flush(reply) => {
-                                self.write_pending();
-                                let _ = reply.send(self.pending.len());
-                            }
-                        }
+                        self.handle(msg);
                     }
-                    self.write_pending();
-                }
-                Ok(Message::Flush(reply)) => {
-                    self.write_pending();
-                    let _ = reply.send(self.pending.len());
+                    if self.unwritten {
+                        self.write_pending();
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => self.write_pending(),
                 Err(RecvTimeoutError::Disconnected) => {
@@ -218,6 +213,16 @@ impl Writer {
         }
     }
 
+    fn handle(&mut self, msg: Message) {
+        match msg {
+            Message::Event(row) => self.push(row),
+            Message::Flush(reply) => {
+                self.write_pending();
+                let _ = reply.send(self.pending.len());
+            }
+        }
+    }
+
     fn push(&mut self, row: EventRow) {
         if self.pending.len() >= self.capacity {
             let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -225,9 +230,11 @@ impl Writer {
             return;
         }
         self.pending.push_back(row);
+        self.unwritten = true;
     }
 
     fn write_pending(&mut self) {
+        self.unwritten = false;
         if self.pending.is_empty() {
             return;
         }

@@ -1,7 +1,7 @@
 //! Reading `api_events` back: filtered listings and the auth health summary.
 
 use crate::events::{EventRow, utc_timestamp};
-use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
+use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value as SqlValue};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 
@@ -150,14 +150,7 @@ pub fn health(conn: &Connection, now: SystemTime) -> rusqlite::Result<Health> {
             [],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
         )
-        .map(Some)
-        .or_else(|e| {
-            if e == rusqlite::Error::QueryReturnedNoRows {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        })?
+        .optional()?
         .map(|(ts, detail)| {
             let lifetime = detail
                 .and_then(|d| serde_json::from_str::<Value>(&d).ok())
@@ -179,14 +172,7 @@ pub fn health(conn: &Connection, now: SystemTime) -> rusqlite::Result<Health> {
             [&day_ago],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .map(Some)
-        .or_else(|e| {
-            if e == rusqlite::Error::QueryReturnedNoRows {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        })?;
+        .optional()?;
     Ok(Health {
         last_success,
         failures_last_hour: failures_since(&hour_ago)?,
