@@ -157,57 +157,243 @@ fn dotenv_error(path: &Path, e: &dotenvy::Error) -> ConfigError {
     ))
 }
 
-/// Where `api_events` lives: a SQLite file, from the application's
-/// SQLAlchemy-style URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where `api_events` lives, from the application's SQLAlchemy-style URL.
+///
+/// `Debug` and `Display` never show a PostgreSQL password.
+#[derive(Clone)]
 pub enum DatabaseUrl {
     /// `sqlite:///relative.db` or `sqlite:////absolute.db`.
     Sqlite(PathBuf),
+    /// `postgres://` or `postgresql://` (any `+driver`), for many instances.
+    Postgres(Box<PostgresUrl>),
+}
+
+/// A PostgreSQL connection: libpq-style URL less the options we handle
+/// ourselves (`sslmode`, `sslrootcert`).
+#[derive(Clone)]
+pub struct PostgresUrl {
+    /// Host, port, user, password, database and timeouts.
+    pub config: postgres::Config,
+    /// How the connection is encrypted and the server checked.
+    pub tls: TlsMode,
+    /// PEM file of the certificate authorities to trust (`sslrootcert`);
+    /// without it, the Mozilla roots (webpki-roots).
+    pub root_cert: Option<PathBuf>,
+}
+
+/// libpq's `sslmode`, with libpq's meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Never encrypt.
+    Disable,
+    /// Encrypt when the server offers it; certificate not checked
+    /// (libpq's default, also for `allow`).
+    Prefer,
+    /// Always encrypt; certificate checked only when `sslrootcert` is given
+    /// (then as `verify-ca`), as libpq does.
+    Require,
+    /// Always encrypt; certificate chain checked, host name not.
+    VerifyCa,
+    /// Always encrypt; chain and host name checked.
+    VerifyFull,
+}
+
+/// Give up on a PostgreSQL connection attempt after this long unless the
+/// URL says otherwise, so the writer thread never hangs on a dead address.
+const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn database_error(msg: impl fmt::Display) -> ConfigError {
+    ConfigError::Database(format!("{} {msg}", vars::DATABASE_URL))
 }
 
 impl DatabaseUrl {
-    /// Parse `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`.
+    /// Parse `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or
+    /// `postgresql://user:password@host:port/database?sslmode=…`.
     pub fn parse(url: &str) -> Result<DatabaseUrl, ConfigError> {
         let url = url.trim();
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(ConfigError::Database(format!(
-                "{} is not a URL; use sqlite:///relative/path.db or sqlite:////absolute/path.db",
-                vars::DATABASE_URL
-            )));
+            return Err(database_error(
+                "is not a URL; use sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://user:password@host/database",
+            ));
         };
-        // SQLAlchemy names drivers as `sqlite+pysqlite`; the file is the same.
+        // SQLAlchemy names drivers as `sqlite+pysqlite`, `postgresql+psycopg2`.
         let base = scheme
             .split('+')
             .next()
             .unwrap_or(scheme)
             .to_ascii_lowercase();
-        if base != "sqlite" {
+        match base.as_str() {
+            "sqlite" => parse_sqlite(rest),
+            "postgres" | "postgresql" => {
+                parse_postgres(rest).map(|pg| DatabaseUrl::Postgres(Box::new(pg)))
+            }
             // Never echo the URL: a server URL carries a password.
-            return Err(ConfigError::Database(format!(
-                "{} uses `{base}`, which is not supported yet; use sqlite:///path/to/file.db",
-                vars::DATABASE_URL
-            )));
+            _ => Err(database_error(format_args!(
+                "uses `{}`, which is not supported; use sqlite:///path/to/file.db or postgresql://user:password@host/database",
+                base.chars().take(20).collect::<String>()
+            ))),
         }
-        let Some(path) = rest.strip_prefix('/') else {
-            return Err(ConfigError::Database(format!(
-                "{} must have three slashes after `sqlite:` (sqlite:///relative.db or sqlite:////absolute.db)",
-                vars::DATABASE_URL
-            )));
-        };
-        let path = path.split('?').next().unwrap_or_default();
-        if path.is_empty() || path == ":memory:" {
-            return Err(ConfigError::Database(format!(
-                "{} names no file; events need a file such as sqlite:///./data/brasilintel.db",
-                vars::DATABASE_URL
-            )));
-        }
-        Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
     }
 
-    /// The SQLite file.
-    pub fn path(&self) -> &Path {
+    /// The SQLite file, if events go to SQLite.
+    pub fn sqlite_path(&self) -> Option<&Path> {
         match self {
-            DatabaseUrl::Sqlite(p) => p,
+            DatabaseUrl::Sqlite(p) => Some(p),
+            DatabaseUrl::Postgres(_) => None,
+        }
+    }
+}
+
+impl From<&Path> for DatabaseUrl {
+    fn from(path: &Path) -> DatabaseUrl {
+        DatabaseUrl::Sqlite(path.to_owned())
+    }
+}
+
+impl From<PathBuf> for DatabaseUrl {
+    fn from(path: PathBuf) -> DatabaseUrl {
+        DatabaseUrl::Sqlite(path)
+    }
+}
+
+impl From<&PathBuf> for DatabaseUrl {
+    fn from(path: &PathBuf) -> DatabaseUrl {
+        DatabaseUrl::Sqlite(path.clone())
+    }
+}
+
+fn parse_sqlite(rest: &str) -> Result<DatabaseUrl, ConfigError> {
+    let Some(path) = rest.strip_prefix('/') else {
+        return Err(database_error(
+            "must have three slashes after `sqlite:` (sqlite:///relative.db or sqlite:////absolute.db)",
+        ));
+    };
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(database_error(
+            "names no file; events need a file such as sqlite:///./data/brasilintel.db",
+        ));
+    }
+    Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+}
+
+fn parse_postgres(rest: &str) -> Result<PostgresUrl, ConfigError> {
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut tls = TlsMode::Prefer;
+    let mut root_cert = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "sslmode" => {
+                tls = match value {
+                    "disable" => TlsMode::Disable,
+                    "allow" | "prefer" => TlsMode::Prefer,
+                    "require" => TlsMode::Require,
+                    "verify-ca" => TlsMode::VerifyCa,
+                    "verify-full" => TlsMode::VerifyFull,
+                    other => {
+                        return Err(database_error(format_args!(
+                            "has sslmode=`{}`; use disable, prefer, require, verify-ca or verify-full",
+                            other.chars().take(20).collect::<String>()
+                        )));
+                    }
+                }
+            }
+            "sslrootcert" if !value.is_empty() => root_cert = Some(PathBuf::from(value)),
+            _ => kept.push(pair),
+        }
+    }
+    let mut rebuilt = format!("postgresql://{authority}");
+    if !kept.is_empty() {
+        rebuilt.push('?');
+        rebuilt.push_str(&kept.join("&"));
+    }
+    // tokio-postgres's parse errors name the option or the problem, never
+    // the password.
+    let mut config: postgres::Config = rebuilt.parse().map_err(|e: postgres::Error| {
+        let why = std::error::Error::source(&e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        database_error(format_args!("is not a PostgreSQL URL we can use: {e}{why}"))
+    })?;
+    if config.get_hosts().is_empty() {
+        return Err(database_error(
+            "names no PostgreSQL host; use postgresql://user:password@host:5432/database",
+        ));
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("token-manager");
+    }
+    config.ssl_mode(match tls {
+        TlsMode::Disable => postgres::config::SslMode::Disable,
+        TlsMode::Prefer => postgres::config::SslMode::Prefer,
+        _ => postgres::config::SslMode::Require,
+    });
+    if tls == TlsMode::Require && root_cert.is_some() {
+        tls = TlsMode::VerifyCa;
+    }
+    Ok(PostgresUrl {
+        config,
+        tls,
+        root_cert,
+    })
+}
+
+impl fmt::Display for PostgresUrl {
+    /// `postgresql://user@host:port/database`, without the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use postgres::config::Host;
+        f.write_str("postgresql://")?;
+        if let Some(user) = self.config.get_user() {
+            write!(f, "{user}@")?;
+        }
+        for (i, host) in self.config.get_hosts().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match host {
+                Host::Tcp(name) => f.write_str(name)?,
+                Host::Unix(path) => write!(f, "{}", path.display())?,
+            }
+            if let Some(port) = self.config.get_ports().get(i) {
+                write!(f, ":{port}")?;
+            }
+        }
+        if let Some(db) = self.config.get_dbname() {
+            write!(f, "/{db}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresUrl")
+            .field("url", &self.to_string())
+            .field("tls", &self.tls)
+            .field("root_cert", &self.root_cert)
+            .finish()
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "{}", path.display()),
+            DatabaseUrl::Postgres(pg) => pg.fmt(f),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            DatabaseUrl::Postgres(pg) => f.debug_tuple("Postgres").field(pg).finish(),
         }
     }
 }
@@ -228,7 +414,10 @@ mod tests {
     fn defaults_and_missing_variables() {
         let c = config(&[]).unwrap();
         assert_eq!(c.settings.token_path, DEFAULT_TOKEN_PATH);
-        assert_eq!(c.database.path(), Path::new("./data/brasilintel.db"));
+        assert_eq!(
+            c.database.sqlite_path(),
+            Some(Path::new("./data/brasilintel.db"))
+        );
         assert_eq!(
             c.missing(),
             [vars::BASE_URL, vars::CLIENT_ID, vars::CLIENT_SECRET]
@@ -237,34 +426,95 @@ mod tests {
         assert_eq!(c.missing(), [vars::CLIENT_ID]);
     }
 
+    fn sqlite(url: &str) -> PathBuf {
+        DatabaseUrl::parse(url)
+            .unwrap()
+            .sqlite_path()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn postgres(url: &str) -> PostgresUrl {
+        match DatabaseUrl::parse(url).unwrap() {
+            DatabaseUrl::Postgres(pg) => *pg,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn database_urls() {
+        assert_eq!(sqlite("sqlite:///data/x.db"), Path::new("data/x.db"));
         assert_eq!(
-            DatabaseUrl::parse("sqlite:///data/x.db").unwrap().path(),
-            Path::new("data/x.db")
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:////var/lib/x.db")
-                .unwrap()
-                .path(),
+            sqlite("sqlite:////var/lib/x.db"),
             Path::new("/var/lib/x.db")
         );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite+pysqlite:///x.db")
-                .unwrap()
-                .path(),
-            Path::new("x.db")
-        );
-        let e = DatabaseUrl::parse("postgres://user:hunter2@db/app")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("postgres") && e.contains("not supported") && !e.contains("hunter2"),
-            "{e}"
-        );
+        assert_eq!(sqlite("sqlite+pysqlite:///x.db"), Path::new("x.db"));
         assert!(DatabaseUrl::parse("sqlite://x.db").is_err());
         assert!(DatabaseUrl::parse("sqlite:///").is_err());
         assert!(DatabaseUrl::parse("data.db").is_err());
+        let e = DatabaseUrl::parse("mysql://user:hunter2@db/app")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mysql") && e.contains("not supported") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn postgres_urls() {
+        for url in [
+            "postgres://app:hunter2@db.internal:6543/brasilintel",
+            "postgresql://app:hunter2@db.internal:6543/brasilintel",
+            "postgresql+psycopg2://app:hunter2@db.internal:6543/brasilintel",
+        ] {
+            let pg = postgres(url);
+            assert_eq!(
+                pg.to_string(),
+                "postgresql://app@db.internal:6543/brasilintel"
+            );
+            assert_eq!(pg.tls, TlsMode::Prefer);
+            assert_eq!(pg.config.get_password(), Some(&b"hunter2"[..]));
+            assert_eq!(
+                pg.config.get_connect_timeout(),
+                Some(&DEFAULT_CONNECT_TIMEOUT)
+            );
+            let debug = format!("{:?}", DatabaseUrl::Postgres(Box::new(pg.clone())));
+            assert!(!debug.contains("hunter2"), "{debug}");
+            assert!(
+                !DatabaseUrl::Postgres(Box::new(pg))
+                    .to_string()
+                    .contains("hunter2")
+            );
+        }
+        let modes = [
+            ("disable", TlsMode::Disable),
+            ("allow", TlsMode::Prefer),
+            ("require", TlsMode::Require),
+            ("verify-ca", TlsMode::VerifyCa),
+            ("verify-full", TlsMode::VerifyFull),
+        ];
+        for (value, mode) in modes {
+            let pg = postgres(&format!("postgres://u@h/d?sslmode={value}"));
+            assert_eq!(pg.tls, mode, "{value}");
+        }
+        let pg =
+            postgres("postgres://u@h/d?sslmode=require&sslrootcert=/etc/ca.pem&connect_timeout=2");
+        assert_eq!(pg.tls, TlsMode::VerifyCa, "libpq: require + root cert");
+        assert_eq!(pg.root_cert.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(
+            pg.config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(2))
+        );
+        for (bad, says) in [
+            ("postgres://u:hunter2@h/d?sslmode=sometimes", "sslmode"),
+            ("postgres://u:hunter2@h/d?colour=blue", "colour"),
+            ("postgres://u:hunter2@h:notaport/d", "PostgreSQL URL"),
+            ("postgres://u:hunter2@/d", "host"),
+        ] {
+            let e = DatabaseUrl::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && !e.contains("hunter2"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,34 +1,23 @@
 //! The `api_events` sink: rows written by a writer thread, off the token path.
 //!
 //! Recording never blocks and never fails the caller: a database that is
-//! missing, locked or read-only costs a warning, and the rows wait in a
-//! bounded queue until it can be written (or the store shuts down).
+//! missing, locked, read-only or restarting costs a warning, and the rows
+//! wait in a bounded queue until it can be written (or the store shuts down).
 
-use rusqlite::{Connection, params};
+use crate::config::DatabaseUrl;
+use crate::store::{Database, StoreError};
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The table exactly as the application creates it (SPEC §5).
-pub const API_EVENTS_DDL: &str = "CREATE TABLE IF NOT EXISTS api_events (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_type  VARCHAR(50) NOT NULL,
-    api_name    VARCHAR(50) NOT NULL,
-    timestamp   DATETIME NOT NULL,
-    success     BOOLEAN NOT NULL,
-    detail      TEXT,
-    run_id      INTEGER REFERENCES runs(id)
-)";
+pub use crate::store::sqlite::{API_EVENTS_DDL, latest, open_database};
 
 /// Events held while the database is unusable; beyond this they are dropped
 /// and counted.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
 
-/// How long a write waits on a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the writer retries an unusable database.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
@@ -85,7 +74,7 @@ pub struct EventStore(Arc<Inner>);
 struct Inner {
     tx: SyncSender<Message>,
     stats: Arc<EventStats>,
-    path: PathBuf,
+    database: DatabaseUrl,
 }
 
 impl Drop for Inner {
@@ -97,38 +86,32 @@ impl Drop for Inner {
 impl std::fmt::Debug for EventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventStore")
-            .field("path", &self.0.path)
+            .field("database", &self.0.database)
             .field("stats", &self.0.stats)
             .finish()
     }
 }
 
 impl EventStore {
-    /// Start a writer for the SQLite file at `path` (created, with its
-    /// directory, on the first write). Opening errors are not fatal.
-    pub fn open(path: impl Into<PathBuf>) -> EventStore {
-        Self::with_capacity(path, DEFAULT_QUEUE_CAPACITY)
+    /// Start a writer for `database`: a SQLite path, or any [`DatabaseUrl`].
+    /// The database (a SQLite file with its directory) is created on the
+    /// first write; opening errors are not fatal.
+    pub fn open(database: impl Into<DatabaseUrl>) -> EventStore {
+        Self::with_capacity(database, DEFAULT_QUEUE_CAPACITY)
     }
 
     /// [`EventStore::open`] with a queue bound.
-    pub fn with_capacity(path: impl Into<PathBuf>, capacity: usize) -> EventStore {
-        let path = path.into();
-        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+    pub fn with_capacity(database: impl Into<DatabaseUrl>, capacity: usize) -> EventStore {
+        let database = database.into();
+        let url = database.clone();
+        let connect = move || Database::open(&url);
         let stats = Arc::new(EventStats::default());
-        let writer = Writer {
-            path: path.clone(),
-            conn: None,
-            pending: VecDeque::new(),
-            capacity,
-            stats: stats.clone(),
-            warned: false,
-            unwritten: false,
-        };
-        std::thread::Builder::new()
-            .name("api-events-writer".into())
-            .spawn(move || writer.run(rx))
-            .expect("spawn the api_events writer thread");
-        EventStore(Arc::new(Inner { tx, stats, path }))
+        let tx = Writer::new(connect, capacity, stats.clone(), database.to_string()).spawn();
+        EventStore(Arc::new(Inner {
+            tx,
+            stats,
+            database,
+        }))
     }
 
     /// Queue an event; never blocks.
@@ -157,9 +140,14 @@ impl EventStore {
         &self.0.stats
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.0.path
+    /// Where the events go.
+    pub fn database(&self) -> &DatabaseUrl {
+        &self.0.database
+    }
+
+    /// The SQLite file, when the events go to SQLite.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.0.database.sqlite_path()
     }
 }
 
@@ -171,18 +159,70 @@ fn flush(tx: &SyncSender<Message>) -> usize {
     done.recv().unwrap_or(0)
 }
 
-struct Writer {
-    path: PathBuf,
-    conn: Option<Connection>,
+/// Where the writer puts rows: the real [`Database`], or a scripted one in
+/// the unit tests below.
+trait Sink {
+    fn insert(&mut self, rows: &[EventRow]) -> Result<(), StoreError>;
+    fn contains(&mut self, row: &EventRow) -> Result<bool, StoreError>;
+}
+
+impl Sink for Database {
+    fn insert(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+        Database::insert(self, rows)
+    }
+    fn contains(&mut self, row: &EventRow) -> Result<bool, StoreError> {
+        Database::contains(self, row)
+    }
+}
+
+struct Writer<S, C> {
+    connect: C,
+    conn: Option<S>,
     pending: VecDeque<EventRow>,
     capacity: usize,
     stats: Arc<EventStats>,
+    /// For warnings: the database without its password.
+    name: String,
     warned: bool,
     /// Events pushed since the last write attempt.
     unwritten: bool,
+    /// The first rows of `pending` went out in a transaction whose commit
+    /// was cut off: they may already be stored. Checked before resending,
+    /// so a server restart never duplicates a row.
+    unconfirmed: usize,
 }
 
-impl Writer {
+impl<S, C> Writer<S, C>
+where
+    S: Sink,
+    C: FnMut() -> Result<S, StoreError> + Send + 'static,
+{
+    fn new(connect: C, capacity: usize, stats: Arc<EventStats>, name: String) -> Self {
+        Writer {
+            connect,
+            conn: None,
+            pending: VecDeque::new(),
+            capacity,
+            stats,
+            name,
+            warned: false,
+            unwritten: false,
+            unconfirmed: 0,
+        }
+    }
+
+    fn spawn(self) -> SyncSender<Message>
+    where
+        S: Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(self.capacity.max(1));
+        std::thread::Builder::new()
+            .name("api-events-writer".into())
+            .spawn(move || self.run(rx))
+            .expect("spawn the api_events writer thread");
+        tx
+    }
+
     fn run(mut self, rx: Receiver<Message>) {
         loop {
             let timeout = if self.pending.is_empty() {
@@ -205,7 +245,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => {
                     self.write_pending();
                     if !self.pending.is_empty() {
-                        tracing::warn!(lost = self.pending.len(), path = %self.path.display(), "api_events: could not write events before shutdown");
+                        tracing::warn!(lost = self.pending.len(), database = %self.name, "api_events: could not write events before shutdown");
                     }
                     return;
                 }
@@ -238,87 +278,52 @@ impl Writer {
         if self.pending.is_empty() {
             return;
         }
-        if self.conn.is_none() {
-            match open_database(&self.path) {
-                Ok(conn) => self.conn = Some(conn),
-                Err(e) => return self.write_failed(&e),
+        if let Err(e) = self.try_write() {
+            // A connection that failed may be stale (server restarted,
+            // file removed): start afresh next time.
+            self.conn = None;
+            self.stats.failed_writes.fetch_add(1, Ordering::Relaxed);
+            if !self.warned {
+                tracing::warn!(database = %self.name, error = %e, waiting = self.pending.len(), "api_events: cannot write; will retry");
+                self.warned = true;
             }
         }
-        let conn = self.conn.as_mut().expect("opened above");
-        let result = insert_all(conn, &self.pending);
-        match result {
-            Ok(()) => {
+    }
+
+    fn try_write(&mut self) -> Result<(), StoreError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert((self.connect)()?),
+        };
+        if self.unconfirmed > 0 {
+            // One transaction: its last row tells whether all of it landed.
+            if conn.contains(&self.pending[self.unconfirmed - 1])? {
                 self.stats
                     .written
-                    .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
-                self.pending.clear();
-                if self.warned {
-                    tracing::info!(path = %self.path.display(), "api_events: database usable again");
-                    self.warned = false;
-                }
+                    .fetch_add(self.unconfirmed as u64, Ordering::Relaxed);
+                self.pending.drain(..self.unconfirmed);
             }
-            Err(e) => self.write_failed(&e),
+            self.unconfirmed = 0;
         }
-    }
-
-    fn write_failed(&mut self, e: &rusqlite::Error) {
-        // A connection that failed may be stale (file removed, locked).
-        self.conn = None;
-        self.stats.failed_writes.fetch_add(1, Ordering::Relaxed);
-        if !self.warned {
-            tracing::warn!(path = %self.path.display(), error = %e, waiting = self.pending.len(), "api_events: cannot write; will retry");
-            self.warned = true;
+        if !self.pending.is_empty() {
+            let batch = self.pending.make_contiguous();
+            if let Err(e) = conn.insert(batch) {
+                if e.commit_unknown() {
+                    self.unconfirmed = batch.len();
+                }
+                return Err(e);
+            }
+            self.stats
+                .written
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.pending.clear();
         }
-    }
-}
-
-/// Open (creating the directory and file) and prepare the events database.
-pub fn open_database(path: &Path) -> rusqlite::Result<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // If this fails, opening reports the real problem.
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    // The application (SQLAlchemy on SQLite) runs without foreign-key
-    // enforcement, and `runs` may not exist in a fresh file; the bundled
-    // SQLite enforces them by default, which would refuse every insert.
-    conn.pragma_update(None, "foreign_keys", "OFF")?;
-    // WAL lets the dashboard read while we write; a read-only file keeps its mode.
-    let _ = conn.pragma_update(None, "journal_mode", "WAL");
-    conn.execute_batch(API_EVENTS_DDL)?;
-    Ok(conn)
-}
-
-fn insert_all(conn: &mut Connection, rows: &VecDeque<EventRow>) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO api_events (event_type, api_name, timestamp, success, detail, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for r in rows {
-            stmt.execute(params![
-                r.event_type,
-                r.api_name,
-                r.timestamp,
-                r.success,
-                r.detail,
-                r.run_id
-            ])?;
+        if self.warned {
+            tracing::info!(database = %self.name, "api_events: database usable again");
+            self.warned = false;
         }
+        Ok(())
     }
-    tx.commit()
-}
-
-/// Read the latest `limit` rows, newest first.
-pub fn latest(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<(i64, EventRow)>> {
-    crate::health::query(
-        conn,
-        &crate::health::Filter {
-            limit,
-            ..Default::default()
-        },
-    )
 }
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, as the application's ORM writes it.
@@ -354,6 +359,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
+    use std::sync::Mutex;
 
     #[test]
     fn timestamps() {
@@ -403,5 +410,91 @@ mod tests {
         assert!(waiting <= 2, "{waiting}");
         assert!(store.stats().dropped() >= 6, "{}", store.stats().dropped());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A database that commits the first batch but reports the connection
+    /// lost during the commit, as a server restart can.
+    #[derive(Clone, Default)]
+    struct Flaky {
+        stored: Arc<Mutex<Vec<EventRow>>>,
+        cut_commits: Arc<AtomicU64>,
+        fail_connects: Arc<AtomicU64>,
+    }
+
+    impl Sink for Flaky {
+        fn insert(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+            self.stored.lock().unwrap().extend_from_slice(rows);
+            if self.cut_commits.load(Ordering::SeqCst) > 0 {
+                self.cut_commits.fetch_sub(1, Ordering::SeqCst);
+                return Err(StoreError::new("connection closed").during_commit());
+            }
+            Ok(())
+        }
+        fn contains(&mut self, row: &EventRow) -> Result<bool, StoreError> {
+            Ok(self.stored.lock().unwrap().contains(row))
+        }
+    }
+
+    fn writer_for(
+        db: &Flaky,
+    ) -> Writer<Flaky, impl FnMut() -> Result<Flaky, StoreError> + Send + use<>> {
+        let db2 = db.clone();
+        let connect = move || {
+            if db2.fail_connects.load(Ordering::SeqCst) > 0 {
+                db2.fail_connects.fetch_sub(1, Ordering::SeqCst);
+                return Err(StoreError::new("connection refused"));
+            }
+            Ok(db2.clone())
+        };
+        Writer::new(connect, 100, Arc::new(EventStats::default()), "test".into())
+    }
+
+    fn numbered(n: usize) -> EventRow {
+        EventRow {
+            detail: Some(format!("{{\"n\":{n}}}")),
+            timestamp: "2026-12-03 10:00:00.000000".into(),
+            ..row("TOKEN_REFRESHED")
+        }
+    }
+
+    #[test]
+    fn a_cut_off_commit_that_landed_is_not_sent_again() {
+        let db = Flaky::default();
+        db.cut_commits.store(1, Ordering::SeqCst);
+        db.fail_connects.store(0, Ordering::SeqCst);
+        let mut w = writer_for(&db);
+        w.push(numbered(1));
+        w.push(numbered(2));
+        w.write_pending();
+        assert_eq!(w.unconfirmed, 2);
+        // The server restarts; the next attempt reconnects (after one refusal).
+        db.fail_connects.store(1, Ordering::SeqCst);
+        w.push(numbered(3));
+        w.write_pending();
+        assert_eq!(
+            w.pending.len(),
+            3,
+            "nothing resolved while the server is down"
+        );
+        w.write_pending();
+        let stored = db.stored.lock().unwrap().clone();
+        assert_eq!(stored, [numbered(1), numbered(2), numbered(3)]);
+        assert!(w.pending.is_empty());
+        assert_eq!(w.stats.written(), 3);
+        assert_eq!(w.stats.failed_writes(), 2);
+    }
+
+    #[test]
+    fn a_cut_off_commit_that_did_not_land_is_sent_again() {
+        let db = Flaky::default();
+        db.cut_commits.store(1, Ordering::SeqCst);
+        let mut w = writer_for(&db);
+        w.push(numbered(1));
+        w.write_pending();
+        // The server rolled it back after all.
+        db.stored.lock().unwrap().clear();
+        w.write_pending();
+        assert_eq!(*db.stored.lock().unwrap(), [numbered(1)]);
+        assert_eq!(w.stats.written(), 1);
     }
 }

@@ -1,7 +1,7 @@
 //! Reading `api_events` back: filtered listings and the auth health summary.
 
-use crate::events::{EventRow, utc_timestamp};
-use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value as SqlValue};
+use crate::events::utc_timestamp;
+use crate::store::{Database, StoreError};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +29,8 @@ pub struct Filter {
     pub event_type: Option<String>,
     /// Only failures.
     pub failed: bool,
+    /// Only rows with a larger id (what a run added).
+    pub after_id: Option<i64>,
 }
 
 /// Parse an `--type` value: any case, `-` or `_`.
@@ -90,42 +92,6 @@ pub fn parse_since(s: &str, now: SystemTime) -> Result<String, String> {
     Ok(format!("{}{}", s.replace('T', " "), &full[s.len()..]))
 }
 
-/// The rows matching `filter`, newest first.
-pub fn query(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<(i64, EventRow)>> {
-    let mut sql = String::from(
-        "SELECT id, event_type, api_name, timestamp, success, detail, run_id FROM api_events WHERE 1 = 1",
-    );
-    let mut args: Vec<SqlValue> = Vec::new();
-    if let Some(since) = &filter.since {
-        sql.push_str(" AND timestamp >= ?");
-        args.push(SqlValue::Text(since.clone()));
-    }
-    if let Some(t) = &filter.event_type {
-        sql.push_str(" AND event_type = ?");
-        args.push(SqlValue::Text(t.clone()));
-    }
-    if filter.failed {
-        sql.push_str(" AND success = 0");
-    }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
-    args.push(SqlValue::Integer(i64::from(filter.limit)));
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args), |r| {
-        Ok((
-            r.get(0)?,
-            EventRow {
-                event_type: r.get(1)?,
-                api_name: r.get(2)?,
-                timestamp: r.get(3)?,
-                success: r.get(4)?,
-                detail: r.get(5)?,
-                run_id: r.get(6)?,
-            },
-        ))
-    })?;
-    rows.collect()
-}
-
 /// The auth health summary.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Health {
@@ -140,44 +106,20 @@ pub struct Health {
 }
 
 /// Summarise the token events as of `now`.
-pub fn health(conn: &Connection, now: SystemTime) -> rusqlite::Result<Health> {
+pub fn health(db: &mut Database, now: SystemTime) -> Result<Health, StoreError> {
     let hour_ago = utc_timestamp(now - Duration::from_secs(3600));
     let day_ago = utc_timestamp(now - Duration::from_secs(86_400));
-    let last_success = conn
-        .query_row(
-            "SELECT timestamp, detail FROM api_events WHERE api_name = 'auth' AND success = 1 \
-             AND event_type IN ('TOKEN_ACQUIRED', 'TOKEN_REFRESHED') ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
-        )
-        .optional()?
-        .map(|(ts, detail)| {
-            let lifetime = detail
-                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-                .and_then(|d| d["expires_in_seconds"].as_i64());
-            (ts, lifetime)
-        });
-    let failures_since = |since: &str| -> rusqlite::Result<i64> {
-        conn.query_row(
-            "SELECT COUNT(*) FROM api_events WHERE event_type = 'TOKEN_FAILED' AND timestamp >= ?1",
-            [since],
-            |r| r.get(0),
-        )
-    };
-    let top_failure = conn
-        .query_row(
-            "SELECT COALESCE(detail, ''), COUNT(*) AS n FROM api_events \
-             WHERE event_type = 'TOKEN_FAILED' AND timestamp >= ?1 \
-             GROUP BY detail ORDER BY n DESC, MAX(id) DESC LIMIT 1",
-            [&day_ago],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let last_success = db.last_success()?.map(|(ts, detail)| {
+        let lifetime = detail
+            .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+            .and_then(|d| d["expires_in_seconds"].as_i64());
+        (ts, lifetime)
+    });
     Ok(Health {
         last_success,
-        failures_last_hour: failures_since(&hour_ago)?,
-        failures_last_day: failures_since(&day_ago)?,
-        top_failure,
+        failures_last_hour: db.failures_since(&hour_ago)?,
+        failures_last_day: db.failures_since(&day_ago)?,
+        top_failure: db.top_failure(&day_ago)?,
     })
 }
 

@@ -6,7 +6,7 @@
 //! # async fn run() -> anyhow::Result<()> {
 //! let config = Config::from_env()?;
 //! let runtime = Runtime::embedded()?;
-//! let events = EventStore::open(config.database.path());
+//! let events = EventStore::open(config.database.clone());
 //! let manager = TokenManager::new(&runtime, config.settings, events).await?;
 //! if let Some(token) = manager.get_token().await {
 //!     // use it as `Authorization: Bearer {token}`
@@ -24,8 +24,9 @@ pub mod events;
 pub mod health;
 pub mod manager;
 pub mod runner;
+pub mod store;
 
-pub use config::{Config, ConfigError, DatabaseUrl};
+pub use config::{Config, ConfigError, DatabaseUrl, PostgresUrl, TlsMode};
 pub use events::{EventRow, EventStore};
 pub use manager::{Runtime, Sandbox, TokenInfo, TokenManager};
 pub use token_component::settings::{ClientAuth, Endpoint, Settings};

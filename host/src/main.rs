@@ -7,6 +7,7 @@ use token_host::config::{Config, DatabaseUrl};
 use token_host::endpoint::{EndpointConfig, TokenEndpoint};
 use token_host::events::{self, EventStore};
 use token_host::runner::{self, EXIT_CONFIG, EXIT_TOKEN_FAILED, Report};
+use token_host::store::{Database, StoreError};
 use token_host::{Runtime, Settings, TokenManager};
 
 /// OAuth2 client-credentials token manager for the MMC Core API, running
@@ -184,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 since,
                 event_type,
                 failed,
+                after_id: None,
             };
             show_events(&filter, json, database)
         }
@@ -247,7 +249,7 @@ async fn test_auth(component: &Option<PathBuf>, no_cache: bool, json: bool) -> a
         }
     };
     let runtime = load_runtime(component, no_cache)?;
-    let events = EventStore::open(config.database.path());
+    let events = EventStore::open(config.database.clone());
     let manager = TokenManager::new(&runtime, config.settings, events.clone()).await?;
     let report = runner::run_token_steps(step, &manager).await;
     events.flush();
@@ -287,12 +289,18 @@ async fn demo(
     let step = runner::check_configuration(&config)
         .map_err(|r| anyhow::anyhow!("demo configuration invalid: {:?}", r.steps[0].lines))?;
     let runtime = load_runtime(component, no_cache)?;
-    let events = EventStore::open(config.database.path());
-    let first_id = last_event_id(config.database.path()).unwrap_or(0);
+    let events = EventStore::open(config.database.clone());
+    let first_id = blocking(|| {
+        Database::open_existing(&config.database)
+            .ok()
+            .flatten()
+            .and_then(|mut db| db.max_id().ok())
+    })
+    .unwrap_or(0);
     let manager = TokenManager::new(&runtime, config.settings, events.clone()).await?;
     let report = runner::run_token_steps(step, &manager).await;
     events.flush();
-    let rows = events_since(config.database.path(), first_id)?;
+    let rows = blocking(|| events_since(&config.database, first_id))?;
     if json {
         let mut v = report.to_json();
         v["endpoint"] = serde_json::json!(endpoint.base_url());
@@ -305,54 +313,55 @@ async fn demo(
             "\nThe endpoint received {} request(s).",
             endpoint.request_count()
         );
-        println!(
-            "api_events rows written ({}):\n",
-            config.database.path().display()
-        );
+        println!("api_events rows written ({}):\n", config.database);
         print!("{}", events_table(&rows));
     }
     Ok(report.exit_code())
 }
 
-fn last_event_id(path: &std::path::Path) -> Option<i64> {
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM api_events", [], |r| {
-        r.get(0)
-    })
-    .ok()
+/// The sync PostgreSQL client drives its own small runtime, which cannot
+/// start inside ours: database reads run on a plain thread.
+fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 fn events_since(
-    path: &std::path::Path,
+    database: &DatabaseUrl,
     after: i64,
 ) -> anyhow::Result<Vec<(i64, events::EventRow)>> {
-    let conn = rusqlite::Connection::open(path)?;
-    let mut rows = events::latest(&conn, 1000)?;
-    rows.retain(|(id, _)| *id > after);
+    let Some(mut db) = Database::open_existing(database)? else {
+        return Ok(Vec::new());
+    };
+    let mut rows = db.query(&token_host::health::Filter {
+        limit: 1000,
+        after_id: Some(after),
+        ..Default::default()
+    })?;
     rows.reverse();
     Ok(rows)
 }
 
-/// Open the events database read-only, or say why not (exit code 1).
-fn open_events(database: Option<String>) -> anyhow::Result<Result<rusqlite::Connection, i32>> {
+/// Run `read` on the events database, on a plain thread; `Err(code)` after
+/// saying why there is nothing to read.
+fn read_events<T: Send>(
+    database: Option<String>,
+    read: impl FnOnce(&mut Database) -> Result<T, StoreError> + Send,
+) -> anyhow::Result<Result<T, i32>> {
     let database = match database {
         Some(url) => DatabaseUrl::parse(&url)?,
         None => Config::from_env()?.database,
     };
-    let path = database.path();
-    if !path.exists() {
-        eprintln!(
-            "no events database at {} yet: run `just test-auth` first, or set DATABASE_URL (the demo writes to --database sqlite:///./data/demo.db)",
-            path.display()
-        );
-        return Ok(Err(EXIT_TOKEN_FAILED));
-    }
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    Ok(Ok(conn))
+    blocking(|| match Database::open_existing(&database)? {
+        Some(mut db) => Ok(Ok(read(&mut db).map_err(|e| {
+            anyhow::anyhow!("cannot read api_events in {database}: {e}")
+        })?)),
+        None => {
+            eprintln!(
+                "no api_events in {database} yet: run `just test-auth` first, or set DATABASE_URL (the demo writes to --database sqlite:///./data/demo.db)"
+            );
+            Ok(Err(EXIT_TOKEN_FAILED))
+        }
+    })
 }
 
 fn show_events(
@@ -360,12 +369,10 @@ fn show_events(
     json: bool,
     database: Option<String>,
 ) -> anyhow::Result<i32> {
-    let conn = match open_events(database)? {
-        Ok(conn) => conn,
+    let rows = match read_events(database, |db| db.query(filter))? {
+        Ok(rows) => rows,
         Err(code) => return Ok(code),
     };
-    let rows = token_host::health::query(&conn, filter)
-        .map_err(|e| anyhow::anyhow!("cannot read api_events: {e}"))?;
     if json {
         for (id, row) in &rows {
             println!("{}", row_json(*id, row));
@@ -394,7 +401,7 @@ async fn show_health(
             );
             return Ok(report.exit_code());
         }
-        let events = EventStore::open(config.database.path());
+        let events = EventStore::open(config.database.clone());
         let runtime = load_runtime(component, no_cache)?;
         let manager = TokenManager::new(&runtime, config.settings, events.clone()).await?;
         let now = std::time::SystemTime::now()
@@ -422,12 +429,12 @@ async fn show_health(
         }
         events.flush();
     }
-    let conn = match open_events(database)? {
-        Ok(conn) => conn,
+    let health = match read_events(database, |db| {
+        token_host::health::health(db, std::time::SystemTime::now())
+    })? {
+        Ok(health) => health,
         Err(c) => return Ok(c),
     };
-    let health = token_host::health::health(&conn, std::time::SystemTime::now())
-        .map_err(|e| anyhow::anyhow!("cannot read api_events: {e}"))?;
     if json {
         println!(
             "{}",

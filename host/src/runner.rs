@@ -193,13 +193,13 @@ pub fn check_configuration(config: &Config) -> Result<Step, Report> {
         .line("base URL", s.base_url.clone())
         .line("token path", s.token_path.clone())
         .line("client id", client_id.clone())
-        .line("events", config.database.path().display().to_string())
+        .line("events", config.database.to_string())
         .data(json!({
             "base_url": s.base_url,
             "token_path": s.token_path,
             "token_url": endpoint.url(),
             "client_id": client_id,
-            "database": config.database.path().display().to_string(),
+            "database": config.database.to_string(),
         })))
 }
 

@@ -1,12 +1,16 @@
 //! Shared fixtures for the end-to-end tests: the real component in the real
-//! host, a real token endpoint on 127.0.0.1, a real SQLite file.
+//! host, a real token endpoint on 127.0.0.1, a real SQLite file or a real
+//! PostgreSQL server.
 
-use rusqlite::Connection;
+pub mod pg_server;
+
 use std::sync::OnceLock;
 use tempfile::TempDir;
 use token_host::endpoint::{EndpointConfig, TokenEndpoint};
-use token_host::events::{self, EventRow};
-use token_host::{EventStore, Runtime, Settings, TokenManager};
+use token_host::events::EventRow;
+use token_host::health::Filter;
+use token_host::store::Database;
+use token_host::{DatabaseUrl, EventStore, Runtime, Settings, TokenManager};
 
 /// The embedded component, compiled once per test binary.
 pub fn runtime() -> &'static Runtime {
@@ -49,13 +53,26 @@ impl Harness {
         endpoint_config: EndpointConfig,
         tweak: impl FnOnce(&mut Settings),
     ) -> Harness {
+        Self::with_events(endpoint_config, tweak, |dir| {
+            EventStore::open(dir.join("data/brasilintel.db"))
+        })
+        .await
+    }
+
+    /// [`Harness::with`], with the event store `events` makes (given a
+    /// fresh directory).
+    pub async fn with_events(
+        endpoint_config: EndpointConfig,
+        tweak: impl FnOnce(&mut Settings),
+        events: impl FnOnce(&std::path::Path) -> EventStore,
+    ) -> Harness {
         let endpoint = TokenEndpoint::start(endpoint_config)
             .await
             .expect("endpoint starts");
         let mut settings = settings_for(&endpoint);
         tweak(&mut settings);
         let dir = tempfile::tempdir().expect("temp dir");
-        let events = EventStore::open(dir.path().join("data/brasilintel.db"));
+        let events = events(dir.path());
         let manager = TokenManager::new(runtime(), settings, events.clone())
             .await
             .expect("manager starts");
@@ -238,12 +255,30 @@ pub async fn manager_for(
 /// All rows of the database behind `events`, oldest first.
 pub fn rows_of(events: &EventStore) -> Vec<EventRow> {
     assert_eq!(events.flush(), 0, "events still waiting to be written");
-    let conn = Connection::open(events.path()).expect("open the events database");
-    let mut rows: Vec<EventRow> = events::latest(&conn, 10_000)
-        .expect("read api_events")
+    read_rows(events.database())
         .into_iter()
         .map(|(_, r)| r)
-        .collect();
-    rows.reverse();
-    rows
+        .collect()
+}
+
+/// All rows of `database` with their ids, oldest first. (On a plain thread:
+/// the sync PostgreSQL client cannot run inside the tests' runtime.)
+pub fn read_rows(database: &DatabaseUrl) -> Vec<(i64, EventRow)> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut db = Database::open_existing(database)
+                .expect("open the events database")
+                .expect("api_events exists");
+            let mut rows = db
+                .query(&Filter {
+                    limit: 1_000_000,
+                    ..Filter::default()
+                })
+                .expect("read api_events");
+            rows.reverse();
+            rows
+        })
+        .join()
+        .expect("reader thread")
+    })
 }

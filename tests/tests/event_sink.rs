@@ -31,7 +31,7 @@ async fn eight_tasks_refreshing_against_a_locked_database_lose_nothing() {
     h.manager.get_token().await.unwrap();
     assert_eq!(h.rows().len(), 1);
     h.endpoint.script((0..4).map(|_| Scripted::status(401, "")));
-    let unlock = lock_for(h.events.path(), Duration::from_secs(3));
+    let unlock = lock_for(h.events.path().unwrap(), Duration::from_secs(3));
 
     let started = Instant::now();
     let tasks: Vec<_> = (0..8)
@@ -81,7 +81,7 @@ async fn a_lock_longer_than_the_busy_timeout_is_retried_until_it_is_gone() {
     let h = Harness::start().await;
     h.manager.get_token().await.unwrap();
     h.rows();
-    let unlock = lock_for(h.events.path(), Duration::from_secs(6));
+    let unlock = lock_for(h.events.path().unwrap(), Duration::from_secs(6));
     let started = Instant::now();
     assert!(
         h.manager.force_refresh().await.is_some(),

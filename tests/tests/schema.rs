@@ -25,7 +25,7 @@ async fn table_matches_the_ddl_and_values_have_the_application_formats() {
         ["TOKEN_ACQUIRED", "TOKEN_REFRESHED", "TOKEN_FAILED"]
     );
 
-    let conn = Connection::open(h.events.path()).unwrap();
+    let conn = Connection::open(h.events.path().unwrap()).unwrap();
     let sql: String = conn
         .query_row(
             "SELECT sql FROM sqlite_master WHERE name = 'api_events'",

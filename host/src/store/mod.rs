@@ -1,0 +1,154 @@
+//! The databases `api_events` can live in, behind one interface: SQLite
+//! (one machine) and PostgreSQL (many instances).
+//!
+//! Each backend keeps its SQL in its own module; everything above this
+//! (the writer thread, `events`, `health`) is written once.
+
+mod pg;
+mod pg_tls;
+pub mod sqlite;
+
+use crate::config::DatabaseUrl;
+use crate::events::EventRow;
+use crate::health::Filter;
+use std::fmt;
+
+/// An open events database.
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(rusqlite::Connection),
+    /// A PostgreSQL server.
+    Postgres(postgres::Client),
+}
+
+/// A database operation that failed. The message names the database but
+/// never its password.
+#[derive(Debug)]
+pub struct StoreError {
+    message: String,
+    commit_unknown: bool,
+}
+
+impl StoreError {
+    pub(crate) fn new(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            commit_unknown: false,
+        }
+    }
+
+    /// The connection broke while committing: the rows may or may not be
+    /// in the database.
+    pub fn commit_unknown(&self) -> bool {
+        self.commit_unknown
+    }
+
+    pub(crate) fn during_commit(mut self) -> StoreError {
+        self.commit_unknown = true;
+        self
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::new(e.to_string())
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> StoreError {
+        // `Display` of a server error is only "db error"; the detail is in
+        // the source chain. Neither carries connection parameters.
+        let mut message = e.to_string();
+        if let Some(db) = e.as_db_error() {
+            message = format!("{message}: {}", db.message());
+        } else if let Some(source) = std::error::Error::source(&e) {
+            message = format!("{message}: {source}");
+        }
+        StoreError::new(message)
+    }
+}
+
+impl Database {
+    /// Open for writing, creating the `api_events` table (and a SQLite
+    /// file with its directory) when absent.
+    pub fn open(url: &DatabaseUrl) -> Result<Database, StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(path) => Ok(Database::Sqlite(sqlite::open_database(path)?)),
+            DatabaseUrl::Postgres(pg) => pg::open(pg).map(Database::Postgres),
+        }
+    }
+
+    /// Open for reading, or `None` when there are no events yet (no SQLite
+    /// file, or no `api_events` table). Creates nothing.
+    pub fn open_existing(url: &DatabaseUrl) -> Result<Option<Database>, StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(path) => Ok(sqlite::open_existing(path)?.map(Database::Sqlite)),
+            DatabaseUrl::Postgres(pg) => Ok(pg::open_existing(pg)?.map(Database::Postgres)),
+        }
+    }
+
+    /// Insert `rows` in one transaction: all or none.
+    pub fn insert(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+        match self {
+            Database::Sqlite(c) => Ok(sqlite::insert(c, rows)?),
+            Database::Postgres(c) => pg::insert(c, rows),
+        }
+    }
+
+    /// Whether a row equal in every column (but the id) is present.
+    pub fn contains(&mut self, row: &EventRow) -> Result<bool, StoreError> {
+        match self {
+            Database::Sqlite(c) => Ok(sqlite::contains(c, row)?),
+            Database::Postgres(c) => Ok(pg::contains(c, row)?),
+        }
+    }
+
+    /// The rows matching `filter`, newest first.
+    pub fn query(&mut self, filter: &Filter) -> Result<Vec<(i64, EventRow)>, StoreError> {
+        match self {
+            Database::Sqlite(c) => Ok(sqlite::query(c, filter)?),
+            Database::Postgres(c) => Ok(pg::query(c, filter)?),
+        }
+    }
+
+    /// The highest id so far (0 for none).
+    pub fn max_id(&mut self) -> Result<i64, StoreError> {
+        match self {
+            Database::Sqlite(c) => Ok(sqlite::max_id(c)?),
+            Database::Postgres(c) => Ok(pg::max_id(c)?),
+        }
+    }
+
+    /// The newest successful acquisition or refresh: timestamp and detail.
+    pub fn last_success(&mut self) -> Result<Option<(String, Option<String>)>, StoreError> {
+        match self {
+            Database::Sqlite(c) => Ok(sqlite::last_success(c)?),
+            Database::Postgres(c) => Ok(pg::last_success(c)?),
+        }
+    }
+
+    /// `TOKEN_FAILED` rows at or after `since`.
+    pub fn failures_since(&mut self, since: &str) -> Result<i64, StoreError> {
+        match self {
+            Database::Sqlite(c) => Ok(sqlite::failures_since(c, since)?),
+            Database::Postgres(c) => Ok(pg::failures_since(c, since)?),
+        }
+    }
+
+    /// The most frequent `TOKEN_FAILED` detail at or after `since`, with its count.
+    pub fn top_failure(&mut self, since: &str) -> Result<Option<(String, i64)>, StoreError> {
+        match self {
+            Database::Sqlite(c) => Ok(sqlite::top_failure(c, since)?),
+            Database::Postgres(c) => Ok(pg::top_failure(c, since)?),
+        }
+    }
+}
