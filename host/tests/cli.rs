@@ -187,15 +187,35 @@ fn events_on_a_missing_or_unsupported_database_explains() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(dir.path(), &["events"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("no events database"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no api_events in ./data/brasilintel.db"),
+        "{}",
+        text(&out)
+    );
     let out = run(
         dir.path(),
         &["events"],
-        &[("DATABASE_URL", "postgres://app:hunter2@db/app")],
+        &[("DATABASE_URL", "mysql://app:hunter2@db/app")],
     );
     assert_ne!(out.status.code(), Some(0));
     let t = text(&out);
     assert!(t.contains("not supported") && !t.contains("hunter2"), "{t}");
+    // Nothing listens on port 1: a clear error naming the server, not the password.
+    let out = run(
+        dir.path(),
+        &[
+            "health",
+            "--database",
+            "postgres://app:hunter2@127.0.0.1:1/app",
+        ],
+        &[],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let t = text(&out);
+    assert!(
+        t.contains("cannot connect to postgresql://app@127.0.0.1:1/app") && !t.contains("hunter2"),
+        "{t}"
+    );
 }
 
 #[tokio::test]
@@ -385,4 +405,66 @@ async fn health_can_acquire_a_live_token() {
         "the acquisition was recorded and read back"
     );
     assert_eq!(endpoint.request_count(), 1);
+}
+
+#[path = "../../tests/src/pg_server.rs"]
+#[allow(dead_code)]
+mod pg_server;
+
+#[test]
+fn demo_events_and_health_work_on_postgres_without_showing_the_password() {
+    let Some(pg) = pg_server::PgServer::running() else {
+        return;
+    };
+    let url = pg.create_database("cli");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["demo", "--json", "--database", &url],
+        &[("RUST_LOG", "trace")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !text(&out).contains(pg.password()),
+        "password in the demo output"
+    );
+    let demo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<_> = demo["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["TOKEN_ACQUIRED", "TOKEN_REFRESHED"], "{demo}");
+
+    let env = [("DATABASE_URL", url.as_str())];
+    let out = run(
+        dir.path(),
+        &["events", "--json", "--type", "token-refreshed"],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["event_type"], "TOKEN_REFRESHED");
+    assert_eq!(lines[0]["success"], true);
+
+    let out = run(dir.path(), &["health", "--json"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(health["last_success"]["timestamp"], lines[0]["timestamp"]);
+    assert_eq!(health["failures_last_day"], 0);
+
+    let wrong = url.replace(pg.password(), "wrong-pw-1234");
+    let out = run(dir.path(), &["events", "--database", &wrong], &[]);
+    let t = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("password authentication failed") && t.contains("127.0.0.1"),
+        "{t}"
+    );
+    assert!(!t.contains("wrong-pw-1234"), "password in the error: {t}");
 }
