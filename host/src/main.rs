@@ -300,12 +300,19 @@ async fn demo(
     let manager = TokenManager::new(&runtime, config.settings, events.clone()).await?;
     let report = runner::run_token_steps(step, &manager).await;
     events.flush();
-    let rows = blocking(|| events_since(&config.database, first_id))?;
+    // The tokens are the demo's result; an events database that cannot be
+    // read is reported beside them (exit 1), not instead of them.
+    let rows = blocking(|| events_since(&config.database, first_id))
+        .map_err(|e| format!("cannot read the api_events rows: {e}"));
+    let code = if rows.is_ok() { report.exit_code() } else { 1 };
     if json {
         let mut v = report.to_json();
         v["endpoint"] = serde_json::json!(endpoint.base_url());
         v["server_requests"] = serde_json::json!(endpoint.request_count());
-        v["events"] = rows.iter().map(|(id, r)| row_json(*id, r)).collect();
+        match &rows {
+            Ok(rows) => v["events"] = rows.iter().map(|(id, r)| row_json(*id, r)).collect(),
+            Err(e) => v["events_error"] = serde_json::json!(e),
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", report.to_text());
@@ -313,10 +320,15 @@ async fn demo(
             "\nThe endpoint received {} request(s).",
             endpoint.request_count()
         );
-        println!("api_events rows written ({}):\n", config.database);
-        print!("{}", events_table(&rows));
+        match &rows {
+            Ok(rows) => {
+                println!("api_events rows written ({}):\n", config.database);
+                print!("{}", events_table(rows));
+            }
+            Err(e) => println!("{e}"),
+        }
     }
-    Ok(report.exit_code())
+    Ok(code)
 }
 
 /// The sync PostgreSQL client drives its own small runtime, which cannot

@@ -468,3 +468,21 @@ fn demo_events_and_health_work_on_postgres_without_showing_the_password() {
     );
     assert!(!t.contains("wrong-pw-1234"), "password in the error: {t}");
 }
+
+#[test]
+fn demo_against_an_unreachable_postgres_still_gets_tokens_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "postgresql://app:hunter2@127.0.0.1:1/app";
+    let out = run(dir.path(), &["demo", "--database", url], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("All steps PASSED"), "{t}");
+    assert!(
+        t.contains(
+            "cannot read the api_events rows: cannot connect to postgresql://app@127.0.0.1:1/app"
+        ),
+        "{t}"
+    );
+    assert!(t.contains("api_events: cannot write; will retry"), "{t}");
+    assert!(!t.contains("hunter2"), "{t}");
+}
