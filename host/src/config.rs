@@ -202,6 +202,16 @@ pub enum TlsMode {
 /// URL says otherwise, so the writer thread never hangs on a dead address.
 const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Drop a connection whose sent data goes unacknowledged this long (a
+/// vanished server or network), rather than waiting for TCP's ~15 minutes.
+const DEFAULT_TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Session settings unless the URL gives `options`: a table locked by
+/// someone else (a migration, a dashboard's long transaction) makes an
+/// insert give up and retry later instead of holding the writer, and
+/// `EventStore`'s final flush, indefinitely.
+const DEFAULT_SESSION_OPTIONS: &str = "-c lock_timeout=5s -c statement_timeout=30s";
+
 fn database_error(msg: impl fmt::Display) -> ConfigError {
     ConfigError::Database(format!("{} {msg}", vars::DATABASE_URL))
 }
@@ -324,6 +334,12 @@ fn parse_postgres(rest: &str) -> Result<PostgresUrl, ConfigError> {
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT);
+    }
+    if config.get_options().is_none() {
+        config.options(DEFAULT_SESSION_OPTIONS);
     }
     if config.get_application_name().is_none() {
         config.application_name("token-manager");
@@ -479,6 +495,7 @@ mod tests {
                 pg.config.get_connect_timeout(),
                 Some(&DEFAULT_CONNECT_TIMEOUT)
             );
+            assert_eq!(pg.config.get_options(), Some(DEFAULT_SESSION_OPTIONS));
             let debug = format!("{:?}", DatabaseUrl::Postgres(Box::new(pg.clone())));
             assert!(!debug.contains("hunter2"), "{debug}");
             assert!(

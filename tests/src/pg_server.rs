@@ -283,14 +283,19 @@ impl PgServer {
         self.url(name)
     }
 
-    /// Run SQL with `psql` (an independent reader); unaligned rows, `|`-separated.
-    pub fn psql(&self, database: &str, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+    /// `psql` running `sql` in `database` (another client of the server).
+    pub fn psql_command(&self, database: &str, sql: &str) -> Command {
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
             .args(["-d", database, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .env("PGPASSWORD", &self.password)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .output();
+            .env("PGCONNECT_TIMEOUT", "10");
+        psql
+    }
+
+    /// Run SQL with `psql` (an independent reader); unaligned rows, `|`-separated.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let out = self.psql_command(database, sql).output();
         let out = check("psql", out).unwrap_or_else(|e| panic!("{sql}: {e}"));
         String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
     }

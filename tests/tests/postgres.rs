@@ -141,6 +141,54 @@ async fn queued_events_survive_a_server_restart_without_duplicates() {
     );
 }
 
+#[tokio::test]
+async fn a_table_locked_by_another_client_delays_events_not_tokens() {
+    let Some(pg) = PgServer::running() else {
+        return;
+    };
+    let url = pg.create_database("locked");
+    let h = harness(&url).await;
+    h.manager.get_token().await.unwrap();
+    assert_eq!(h.events.flush(), 0);
+
+    // A migration-like transaction holds the table until we end it, well
+    // past the writer's default lock_timeout (5 s).
+    let mut locker = pg
+        .psql_command(
+            "locked",
+            "BEGIN; LOCK TABLE api_events IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600); COMMIT;",
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = "SELECT count(*) FROM pg_locks WHERE relation = 'api_events'::regclass \
+                AND mode = 'AccessExclusiveLock' AND granted";
+    while pg.psql("locked", held) != "1" {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        h.manager.force_refresh().await.is_some(),
+        "the token is not held up"
+    );
+    assert_eq!(
+        h.events.flush(),
+        1,
+        "the insert gave up on the lock; the row waits"
+    );
+    assert!(h.events.stats().failed_writes() >= 1);
+
+    pg.psql(
+        "locked",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()",
+    );
+    let _ = locker.wait();
+    assert_eq!(h.events.flush(), 0);
+    let kinds: Vec<_> = h.rows().into_iter().map(|r| r.event_type).collect();
+    assert_eq!(kinds, ["TOKEN_ACQUIRED", "TOKEN_REFRESHED"]);
+}
+
 #[test]
 fn two_host_processes_write_every_event_once() {
     let Some(pg) = PgServer::running() else {
