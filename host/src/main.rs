@@ -19,7 +19,9 @@ use token_host::{Runtime, Settings, TokenManager};
 /// /coreapi/access-management/v1/token), MMC_API_SCOPE, MMC_API_AUDIENCE,
 /// MMC_API_CLIENT_AUTH
 /// (client_secret_post or client_secret_basic) and DATABASE_URL (default
-/// sqlite:///./data/brasilintel.db). Logs go to stderr; set RUST_LOG (e.g.
+/// sqlite:///./data/brasilintel.db; or
+/// postgresql://user:password@host:5432/db?sslmode=verify-full for a store
+/// shared by many instances). Logs go to stderr; set RUST_LOG (e.g.
 /// RUST_LOG=debug) for more. Secrets and tokens are never logged.
 #[derive(Parser)]
 #[command(name = "token-manager", version, about, long_about)]
@@ -62,7 +64,8 @@ enum Command {
         /// Lifetime of the demo tokens, in seconds.
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         lifetime: u64,
-        /// Where the demo writes its events (kept apart from the application's database).
+        /// Where the demo writes its events, sqlite:///… or postgresql://…
+        /// (by default apart from the application's database).
         #[arg(long, default_value = "sqlite:///./data/demo.db", value_name = "URL")]
         database: String,
     },
@@ -77,13 +80,13 @@ enum Command {
         /// Only this event type, e.g. TOKEN_FAILED (any case).
         #[arg(long = "type", value_name = "TYPE", value_parser = token_host::health::parse_event_type)]
         event_type: Option<String>,
-        /// Only failures (success = 0).
+        /// Only failures (success false).
         #[arg(long)]
         failed: bool,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
-        /// Read this database instead of DATABASE_URL.
+        /// Read this database (sqlite:///… or postgresql://…) instead of DATABASE_URL.
         #[arg(long, value_name = "URL")]
         database: Option<String>,
     },
@@ -97,7 +100,7 @@ enum Command {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
-        /// Read this database instead of DATABASE_URL.
+        /// Read this database (sqlite:///… or postgresql://…) instead of DATABASE_URL.
         #[arg(long, value_name = "URL")]
         database: Option<String>,
     },
