@@ -142,7 +142,11 @@ impl PgServer {
             port: free_port(),
             password: format!("pw-{}", unique()),
             run_as,
-            settings: Vec::new(),
+            // Tests need no durability; `set("fsync", "on")` restores it.
+            settings: vec![
+                ("fsync".into(), "off".into()),
+                ("full_page_writes".into(), "off".into()),
+            ],
             running: false,
         };
         server.own(&server.dir.clone());
@@ -177,8 +181,9 @@ impl PgServer {
         Some(server)
     }
 
-    /// Add a `postgresql.conf` setting for the next start.
+    /// Set a `postgresql.conf` setting for the next start.
     pub fn set(&mut self, name: &str, value: &str) {
+        self.settings.retain(|(k, _)| k != name);
         self.settings.push((name.to_owned(), value.to_owned()));
     }
 
@@ -236,7 +241,7 @@ impl PgServer {
     /// Start (or start again after [`PgServer::stop`]) on the same port.
     pub fn start(&mut self) {
         let mut options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
             self.dir.display()
         );

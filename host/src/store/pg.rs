@@ -73,19 +73,21 @@ pub(super) fn insert(client: &mut Client, rows: &[EventRow]) -> Result<(), Store
     let mut tx = client.transaction()?;
     let stmt = tx.prepare(INSERT)?;
     for r in rows {
-        tx.execute(
-            &stmt,
-            &[
-                &r.event_type,
-                &r.api_name,
-                &r.timestamp,
-                &r.success,
-                &r.detail,
-                &r.run_id,
-            ],
-        )?;
+        tx.execute(&stmt, &values(r))?;
     }
     tx.commit().map_err(|e| StoreError::from(e).during_commit())
+}
+
+/// A row's columns in `INSERT`'s order ($1 … $6).
+fn values(r: &EventRow) -> [&(dyn ToSql + Sync); 6] {
+    [
+        &r.event_type,
+        &r.api_name,
+        &r.timestamp,
+        &r.success,
+        &r.detail,
+        &r.run_id,
+    ]
 }
 
 pub(super) fn contains(client: &mut Client, r: &EventRow) -> Result<bool, postgres::Error> {
@@ -93,14 +95,7 @@ pub(super) fn contains(client: &mut Client, r: &EventRow) -> Result<bool, postgr
         "SELECT EXISTS (SELECT 1 FROM api_events WHERE event_type = $1 AND api_name = $2 \
          AND timestamp = $3::text::timestamp AND success = $4 \
          AND detail IS NOT DISTINCT FROM $5 AND run_id IS NOT DISTINCT FROM $6::bigint)",
-        &[
-            &r.event_type,
-            &r.api_name,
-            &r.timestamp,
-            &r.success,
-            &r.detail,
-            &r.run_id,
-        ],
+        &values(r),
     )?;
     Ok(row.get(0))
 }

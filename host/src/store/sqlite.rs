@@ -3,7 +3,7 @@
 use crate::events::EventRow;
 use crate::health::Filter;
 use rusqlite::{
-    Connection, OpenFlags, OptionalExtension, params, params_from_iter, types::Value as SqlValue,
+    Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value as SqlValue,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -68,17 +68,22 @@ pub fn insert(conn: &mut Connection, rows: &[EventRow]) -> rusqlite::Result<()> 
             "INSERT INTO api_events (event_type, api_name, timestamp, success, detail, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for r in rows {
-            stmt.execute(params![
-                r.event_type,
-                r.api_name,
-                r.timestamp,
-                r.success,
-                r.detail,
-                r.run_id
-            ])?;
+            stmt.execute(values(r))?;
         }
     }
     tx.commit()
+}
+
+/// A row's columns in `INSERT`'s order (?1 … ?6).
+fn values(r: &EventRow) -> [&dyn rusqlite::ToSql; 6] {
+    [
+        &r.event_type,
+        &r.api_name,
+        &r.timestamp,
+        &r.success,
+        &r.detail,
+        &r.run_id,
+    ]
 }
 
 /// Whether a row equal in every column but the id is present.
@@ -86,14 +91,7 @@ pub fn contains(conn: &Connection, r: &EventRow) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM api_events WHERE event_type = ?1 AND api_name = ?2 \
          AND timestamp = ?3 AND success = ?4 AND detail IS ?5 AND run_id IS ?6)",
-        params![
-            r.event_type,
-            r.api_name,
-            r.timestamp,
-            r.success,
-            r.detail,
-            r.run_id
-        ],
+        values(r),
         |row| row.get(0),
     )
 }
