@@ -18,7 +18,7 @@ pub enum Database {
     /// A SQLite file.
     Sqlite(rusqlite::Connection),
     /// A PostgreSQL server.
-    Postgres(postgres::Client),
+    Postgres(pg::Session),
 }
 
 /// A database operation that failed. The message names the database but
@@ -83,7 +83,9 @@ impl Database {
     pub fn open(url: &DatabaseUrl) -> Result<Database, StoreError> {
         match url {
             DatabaseUrl::Sqlite(path) => Ok(Database::Sqlite(sqlite::open_database(path)?)),
-            DatabaseUrl::Postgres(pg) => pg::open(pg).map(Database::Postgres),
+            DatabaseUrl::Postgres(pg) => {
+                pg::open(pg).map(|c| Database::Postgres(pg::Session::new(c)))
+            }
         }
     }
 
@@ -92,7 +94,9 @@ impl Database {
     pub fn open_existing(url: &DatabaseUrl) -> Result<Option<Database>, StoreError> {
         match url {
             DatabaseUrl::Sqlite(path) => Ok(sqlite::open_existing(path)?.map(Database::Sqlite)),
-            DatabaseUrl::Postgres(pg) => Ok(pg::open_existing(pg)?.map(Database::Postgres)),
+            DatabaseUrl::Postgres(pg) => {
+                Ok(pg::open_existing(pg)?.map(|c| Database::Postgres(pg::Session::new(c))))
+            }
         }
     }
 
@@ -100,7 +104,7 @@ impl Database {
     pub fn insert(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
         match self {
             Database::Sqlite(c) => Ok(sqlite::insert(c, rows)?),
-            Database::Postgres(c) => pg::insert(c, rows),
+            Database::Postgres(s) => s.insert(rows),
         }
     }
 
@@ -108,7 +112,7 @@ impl Database {
     pub fn contains(&mut self, row: &EventRow) -> Result<bool, StoreError> {
         match self {
             Database::Sqlite(c) => Ok(sqlite::contains(c, row)?),
-            Database::Postgres(c) => Ok(pg::contains(c, row)?),
+            Database::Postgres(s) => Ok(pg::contains(&mut s.client, row)?),
         }
     }
 
@@ -116,7 +120,7 @@ impl Database {
     pub fn query(&mut self, filter: &Filter) -> Result<Vec<(i64, EventRow)>, StoreError> {
         match self {
             Database::Sqlite(c) => Ok(sqlite::query(c, filter)?),
-            Database::Postgres(c) => Ok(pg::query(c, filter)?),
+            Database::Postgres(s) => Ok(pg::query(&mut s.client, filter)?),
         }
     }
 
@@ -124,7 +128,7 @@ impl Database {
     pub fn max_id(&mut self) -> Result<i64, StoreError> {
         match self {
             Database::Sqlite(c) => Ok(sqlite::max_id(c)?),
-            Database::Postgres(c) => Ok(pg::max_id(c)?),
+            Database::Postgres(s) => Ok(pg::max_id(&mut s.client)?),
         }
     }
 
@@ -132,7 +136,7 @@ impl Database {
     pub fn last_success(&mut self) -> Result<Option<(String, Option<String>)>, StoreError> {
         match self {
             Database::Sqlite(c) => Ok(sqlite::last_success(c)?),
-            Database::Postgres(c) => Ok(pg::last_success(c)?),
+            Database::Postgres(s) => Ok(pg::last_success(&mut s.client)?),
         }
     }
 
@@ -140,7 +144,7 @@ impl Database {
     pub fn failures_since(&mut self, since: &str) -> Result<i64, StoreError> {
         match self {
             Database::Sqlite(c) => Ok(sqlite::failures_since(c, since)?),
-            Database::Postgres(c) => Ok(pg::failures_since(c, since)?),
+            Database::Postgres(s) => Ok(pg::failures_since(&mut s.client, since)?),
         }
     }
 
@@ -148,7 +152,7 @@ impl Database {
     pub fn top_failure(&mut self, since: &str) -> Result<Option<(String, i64)>, StoreError> {
         match self {
             Database::Sqlite(c) => Ok(sqlite::top_failure(c, since)?),
-            Database::Postgres(c) => Ok(pg::top_failure(c, since)?),
+            Database::Postgres(s) => Ok(pg::top_failure(&mut s.client, since)?),
         }
     }
 }

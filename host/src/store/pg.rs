@@ -32,8 +32,54 @@ const CREATE_LOCK: i64 = 0x6170_695f_6576_656e;
 const COLUMNS: &str = "id::bigint, event_type, api_name, \
     to_char(timestamp, 'YYYY-MM-DD HH24:MI:SS.US'), success, detail, run_id::bigint";
 
+/// All rows in one statement (one round trip, atomic without a
+/// transaction block); `ORDER BY n` keeps the ids in queue order.
 const INSERT: &str = "INSERT INTO api_events (event_type, api_name, timestamp, success, detail, run_id) \
-    VALUES ($1, $2, $3::text::timestamp, $4, $5, $6::bigint)";
+    SELECT event_type, api_name, timestamp::timestamp, success, detail, run_id::integer \
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::bigint[]) \
+    WITH ORDINALITY AS t(event_type, api_name, timestamp, success, detail, run_id, n) ORDER BY n";
+
+/// A connection with its insert statement, prepared on first use.
+pub struct Session {
+    pub(super) client: Client,
+    insert: Option<postgres::Statement>,
+}
+
+impl Session {
+    pub(super) fn new(client: Client) -> Session {
+        Session {
+            client,
+            insert: None,
+        }
+    }
+
+    /// One statement for all rows. Only a refusal by the server is
+    /// certainly not stored: a connection that breaks after sending leaves
+    /// the outcome unknown, and says so.
+    pub(super) fn insert(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+        let statement = match &self.insert {
+            Some(s) => s.clone(),
+            None => self.insert.insert(self.client.prepare(INSERT)?).clone(),
+        };
+        let column = |f: fn(&EventRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+        let result = self.client.execute(
+            &statement,
+            &[
+                &column(|r| &r.event_type),
+                &column(|r| &r.api_name),
+                &column(|r| &r.timestamp),
+                &rows.iter().map(|r| r.success).collect::<Vec<_>>(),
+                &rows.iter().map(|r| r.detail.as_deref()).collect::<Vec<_>>(),
+                &rows.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_db_error().is_some() => Err(e.into()),
+            Err(e) => Err(StoreError::from(e).during_commit()),
+        }
+    }
+}
 
 /// Connect and create the table when absent.
 pub(super) fn open(url: &PostgresUrl) -> Result<Client, StoreError> {
@@ -67,18 +113,7 @@ fn connect(url: &PostgresUrl) -> Result<Client, StoreError> {
         .map_err(|e| StoreError::new(format!("cannot connect to {url}: {}", StoreError::from(e))))
 }
 
-/// All rows in one transaction. A failure while committing is flagged: the
-/// server may have committed before the connection broke.
-pub(super) fn insert(client: &mut Client, rows: &[EventRow]) -> Result<(), StoreError> {
-    let mut tx = client.transaction()?;
-    let stmt = tx.prepare(INSERT)?;
-    for r in rows {
-        tx.execute(&stmt, &values(r))?;
-    }
-    tx.commit().map_err(|e| StoreError::from(e).during_commit())
-}
-
-/// A row's columns in `INSERT`'s order ($1 … $6).
+/// A row's columns in the table's order ($1 … $6).
 fn values(r: &EventRow) -> [&(dyn ToSql + Sync); 6] {
     [
         &r.event_type,
