@@ -10,8 +10,13 @@ use std::hint::black_box;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use token_host::endpoint::{EndpointConfig, TokenEndpoint};
+use token_host::events::{EventRow, utc_timestamp};
 use token_host::manager::EMBEDDED_COMPONENT;
-use token_host::{EventStore, Runtime, Settings, TokenManager};
+use token_host::{DatabaseUrl, EventStore, Runtime, Settings, TokenManager};
+
+#[path = "../../tests/src/pg_server.rs"]
+#[allow(dead_code)]
+mod pg_server;
 
 struct Scale {
     /// Calls per latency sample set.
@@ -57,7 +62,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let rows = rt.block_on(run(&scale, full));
+    let mut rows = rt.block_on(run(&scale, full));
+    if full {
+        rows.extend(event_writes());
+    }
     println!("\n| measurement | value | baseline (same run) | ratio |\n|---|---|---|---|");
     for r in &rows {
         println!(
@@ -405,6 +413,70 @@ async fn run(scale: &Scale, full: bool) -> Vec<Row> {
     );
     events.flush();
     rows
+}
+
+/// Event rows per second into PostgreSQL against SQLite, both durable
+/// (fsync on), both through `EventStore`: one row per commit as the token
+/// path produces them, and a burst that the writer batches.
+fn event_writes() -> Vec<Row> {
+    let Some(mut pg) = pg_server::PgServer::init() else {
+        return Vec::new();
+    };
+    pg.set("fsync", "on");
+    pg.set("full_page_writes", "on");
+    pg.start();
+    let postgres = DatabaseUrl::parse(&pg.create_database("bench")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = DatabaseUrl::from(dir.path().join("events.db"));
+    let row = || {
+        EventRow {
+        event_type: "TOKEN_REFRESHED".into(),
+        api_name: "auth".into(),
+        timestamp: utc_timestamp(SystemTime::now()),
+        success: true,
+        detail: Some(r#"{"expires_in_seconds":3600,"token_type":"Bearer","token_fingerprint":"1f0c4e9a2b7d"}"#.into()),
+        run_id: None,
+    }
+    };
+    // Microseconds per row: `single` rows each flushed (one transaction
+    // each), then a burst of `burst` rows flushed once.
+    let measure = |db: &DatabaseUrl, single: usize, burst: usize| -> (f64, f64) {
+        let store = EventStore::with_capacity(db.clone(), burst);
+        store.record(row());
+        assert_eq!(store.flush(), 0, "{db} is writable");
+        let t = Instant::now();
+        for _ in 0..single {
+            store.record(row());
+            assert_eq!(store.flush(), 0);
+        }
+        let one = t.elapsed().as_secs_f64() * 1e6 / single as f64;
+        let t = Instant::now();
+        for _ in 0..burst {
+            store.record(row());
+        }
+        assert_eq!(store.flush(), 0);
+        (one, t.elapsed().as_secs_f64() * 1e6 / burst as f64)
+    };
+    let (single, burst) = (500, 10_000);
+    let (pg_one, pg_burst) = measure(&postgres, single, burst);
+    let (sq_one, sq_burst) = measure(&sqlite, single, burst);
+    let us = |v: f64| format!("{v:.1} µs/row");
+    vec![
+        Row {
+            what: format!(
+                "event write, one row per commit ({single} rows), PostgreSQL on loopback"
+            ),
+            value: us(pg_one),
+            baseline: format!("SQLite WAL: {}", us(sq_one)),
+            ratio: ratio(pg_one, sq_one),
+        },
+        Row {
+            what: format!("event write, burst of {burst} rows batched by the writer, PostgreSQL"),
+            value: us(pg_burst),
+            baseline: format!("SQLite WAL: {}", us(sq_burst)),
+            ratio: ratio(pg_burst, sq_burst),
+        },
+    ]
 }
 
 /// The same request, made natively: a fresh connection, as the component's is.
