@@ -486,3 +486,27 @@ fn demo_against_an_unreachable_postgres_still_gets_tokens_and_says_why() {
     assert!(t.contains("api_events: cannot write; will retry"), "{t}");
     assert!(!t.contains("hunter2"), "{t}");
 }
+
+#[test]
+fn a_bad_sslrootcert_is_named_before_any_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-a-cert.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    for (file, says) in [
+        (dir.path().join("absent.pem"), "No such file"),
+        (not_pem, "no certificate in it"),
+    ] {
+        let url = format!(
+            "postgresql://app:hunter2@127.0.0.1:1/app?sslmode=verify-full&sslrootcert={}",
+            file.display()
+        );
+        let out = run(dir.path(), &["events", "--database", &url], &[]);
+        let t = text(&out);
+        assert_ne!(out.status.code(), Some(0), "{t}");
+        assert!(
+            t.contains(&format!("sslrootcert {}", file.display())) && t.contains(says),
+            "{t}"
+        );
+        assert!(!t.contains("hunter2"), "{t}");
+    }
+}
