@@ -26,6 +26,7 @@ pub struct PgServer {
     run_as: Option<(u32, u32)>,
     settings: Vec<(String, String)>,
     running: bool,
+    started_once: bool,
 }
 
 impl Drop for PgServer {
@@ -148,6 +149,7 @@ impl PgServer {
                 ("full_page_writes".into(), "off".into()),
             ],
             running: false,
+            started_once: false,
         };
         server.own(&server.dir.clone());
         let pwfile = server.dir.join("pwfile");
@@ -240,6 +242,24 @@ impl PgServer {
 
     /// Start (or start again after [`PgServer::stop`]) on the same port.
     pub fn start(&mut self) {
+        // The first start may lose its port to a parallel test between
+        // picking and binding it: then it takes another. A restart keeps
+        // its port, as clients hold URLs with it.
+        let first = !self.started_once;
+        for attempt in 1.. {
+            match self.try_start() {
+                Ok(()) => break,
+                Err(log) if first && attempt < 5 && log.contains("could not bind") => {
+                    self.port = free_port();
+                }
+                Err(log) => panic!("PostgreSQL did not start:\n{log}"),
+            }
+        }
+        self.running = true;
+        self.started_once = true;
+    }
+
+    fn try_start(&self) -> Result<(), String> {
         let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
@@ -250,11 +270,9 @@ impl PgServer {
         }
         let log = self.dir.join("server.log");
         let log = log.to_str().expect("UTF-8 temp path");
-        if let Err(e) = self.pg_ctl(&["-l", log, "-w", "-t", "60", "-o", &options, "start"]) {
-            let server_log = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("PostgreSQL did not start: {e}\n{server_log}");
-        }
-        self.running = true;
+        self.pg_ctl(&["-l", log, "-w", "-t", "60", "-o", &options, "start"])
+            .map(drop)
+            .map_err(|e| format!("{e}\n{}", std::fs::read_to_string(log).unwrap_or_default()))
     }
 
     /// Stop the server (fast shutdown: connections are cut).

@@ -509,3 +509,16 @@ fn tls_follows_sslmode_against_a_server_that_requires_it() {
     );
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM api_events"), "4");
 }
+
+/// The fixture itself: parallel tests can race for a port.
+#[test]
+fn a_server_whose_port_was_taken_starts_on_another() {
+    let Some(mut pg) = PgServer::init() else {
+        return;
+    };
+    let taken = pg.port();
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    pg.start();
+    assert_ne!(pg.port(), taken);
+    assert_eq!(pg.psql("postgres", "SELECT 1"), "1");
+}
