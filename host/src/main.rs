@@ -7,7 +7,7 @@ use token_host::config::{Config, DatabaseUrl};
 use token_host::endpoint::{EndpointConfig, TokenEndpoint};
 use token_host::events::{self, EventStore};
 use token_host::runner::{self, EXIT_CONFIG, EXIT_TOKEN_FAILED, Report};
-use token_host::store::{Database, StoreError};
+use token_host::store::{Database, StoreError, blocking};
 use token_host::{Runtime, Settings, TokenManager};
 
 /// OAuth2 client-credentials token manager for the MMC Core API, running
@@ -332,12 +332,6 @@ async fn demo(
         }
     }
     Ok(code)
-}
-
-/// The sync PostgreSQL client drives its own small runtime, which cannot
-/// start inside ours: database reads run on a plain thread.
-fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 fn events_since(

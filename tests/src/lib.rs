@@ -261,24 +261,19 @@ pub fn rows_of(events: &EventStore) -> Vec<EventRow> {
         .collect()
 }
 
-/// All rows of `database` with their ids, oldest first. (On a plain thread:
-/// the sync PostgreSQL client cannot run inside the tests' runtime.)
+/// All rows of `database` with their ids, oldest first.
 pub fn read_rows(database: &DatabaseUrl) -> Vec<(i64, EventRow)> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut db = Database::open_existing(database)
-                .expect("open the events database")
-                .expect("api_events exists");
-            let mut rows = db
-                .query(&Filter {
-                    limit: 1_000_000,
-                    ..Filter::default()
-                })
-                .expect("read api_events");
-            rows.reverse();
-            rows
-        })
-        .join()
-        .expect("reader thread")
+    token_host::store::blocking(|| {
+        let mut db = Database::open_existing(database)
+            .expect("open the events database")
+            .expect("api_events exists");
+        let mut rows = db
+            .query(&Filter {
+                limit: 1_000_000,
+                ..Filter::default()
+            })
+            .expect("read api_events");
+        rows.reverse();
+        rows
     })
 }

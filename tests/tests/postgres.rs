@@ -12,7 +12,7 @@ use token_e2e::{Harness, detail, read_rows};
 use token_host::endpoint::{EndpointConfig, Scripted};
 use token_host::events::{EventRow, utc_timestamp};
 use token_host::health::{Filter, health};
-use token_host::store::Database;
+use token_host::store::{Database, blocking};
 use token_host::{DatabaseUrl, EventStore};
 
 fn store(url: &str) -> EventStore {
@@ -22,12 +22,6 @@ fn store(url: &str) -> EventStore {
 async fn harness(url: &str) -> Harness {
     let url = url.to_owned();
     Harness::with_events(EndpointConfig::default(), |_| {}, move |_| store(&url)).await
-}
-
-/// Runs `f` on a plain thread: the sync client cannot run inside the
-/// tests' runtime.
-fn on_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| s.spawn(f).join().expect("database thread"))
 }
 
 #[tokio::test]
@@ -237,7 +231,7 @@ async fn events_and_health_read_postgres_like_sqlite() {
     let url = pg.create_database("health");
     let database = DatabaseUrl::parse(&url).unwrap();
     assert!(
-        on_thread(|| Database::open_existing(&database).unwrap().is_none()),
+        blocking(|| Database::open_existing(&database).unwrap().is_none()),
         "no table yet: nothing to read, and nothing created"
     );
     let before = utc_timestamp(SystemTime::now());
@@ -253,7 +247,7 @@ async fn events_and_health_read_postgres_like_sqlite() {
     }
     assert_eq!(h.events.flush(), 0);
 
-    let (failed, typed, since, after, report) = on_thread(|| {
+    let (failed, typed, since, after, report) = blocking(|| {
         let mut db = Database::open_existing(&database).unwrap().unwrap();
         let all = Filter {
             limit: 100,

@@ -13,6 +13,14 @@ use crate::events::EventRow;
 use crate::health::Filter;
 use std::fmt;
 
+/// Run `f` on a plain thread and return its result. The sync PostgreSQL
+/// client drives its own small runtime, which panics when started inside
+/// another: callers in async code (the CLI, tests) use a [`Database`]
+/// through this. A panic in `f` resumes in the caller.
+pub fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
 /// An open events database.
 pub enum Database {
     /// A SQLite file.
