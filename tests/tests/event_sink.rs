@@ -148,9 +148,6 @@ impl Drop for Immutable {
 
 #[tokio::test]
 async fn a_read_only_database_costs_no_token_and_is_written_once_writable() {
-    let endpoint = TokenEndpoint::start(EndpointConfig::default())
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
     {
@@ -165,16 +162,18 @@ async fn a_read_only_database_costs_no_token_and_is_written_once_writable() {
         );
         return;
     };
-    let events = EventStore::open(&path);
-    let manager = TokenManager::new(runtime(), settings_for(&endpoint), events.clone())
-        .await
-        .unwrap();
+    let h = Harness::with_events(
+        EndpointConfig::default(),
+        |_| {},
+        |_| EventStore::open(&path),
+    )
+    .await;
     assert!(
-        manager.get_token().await.is_some(),
+        h.manager.get_token().await.is_some(),
         "served despite the read-only database"
     );
-    assert_eq!(events.flush(), 1, "the event waits");
+    assert_eq!(h.events.flush(), 1, "the event waits");
     drop(guard);
-    assert_eq!(events.flush(), 0);
+    assert_eq!(h.events.flush(), 0);
     assert_eq!(count(&path), 1);
 }

@@ -1,10 +1,10 @@
 //! The `api_events` table as the application creates and reads it.
 
 use rusqlite::Connection;
-use token_e2e::{Harness, runtime, settings_for};
-use token_host::endpoint::{EndpointConfig, Scripted, TokenEndpoint};
+use token_e2e::Harness;
+use token_host::EventStore;
+use token_host::endpoint::{EndpointConfig, Scripted};
 use token_host::events::API_EVENTS_DDL;
-use token_host::{EventStore, TokenManager};
 
 fn normalise(sql: &str) -> String {
     sql.split_whitespace()
@@ -92,15 +92,14 @@ async fn an_existing_application_database_is_used_as_it_is() {
         )
         .unwrap();
     }
-    let endpoint = TokenEndpoint::start(EndpointConfig::default())
-        .await
-        .unwrap();
-    let events = EventStore::open(&path);
-    let manager = TokenManager::new(runtime(), settings_for(&endpoint), events.clone())
-        .await
-        .unwrap();
-    manager.get_token().await.unwrap();
-    assert_eq!(events.flush(), 0);
+    let h = Harness::with_events(
+        EndpointConfig::default(),
+        |_| {},
+        |_| EventStore::open(&path),
+    )
+    .await;
+    h.manager.get_token().await.unwrap();
+    assert_eq!(h.events.flush(), 0);
     let conn = Connection::open(&path).unwrap();
     let types: Vec<String> = conn
         .prepare("SELECT event_type FROM api_events ORDER BY id")
@@ -122,21 +121,20 @@ async fn a_broken_database_costs_no_token_and_events_arrive_once_it_works() {
     let path = dir.path().join("later/brasilintel.db");
     // A file where the directory should be: the database cannot be created.
     std::fs::write(dir.path().join("later"), b"not a directory").unwrap();
-    let endpoint = TokenEndpoint::start(EndpointConfig::default())
-        .await
-        .unwrap();
-    let events = EventStore::open(&path);
-    let manager = TokenManager::new(runtime(), settings_for(&endpoint), events.clone())
-        .await
-        .unwrap();
+    let h = Harness::with_events(
+        EndpointConfig::default(),
+        |_| {},
+        |_| EventStore::open(&path),
+    )
+    .await;
     assert!(
-        manager.get_token().await.is_some(),
+        h.manager.get_token().await.is_some(),
         "the token is served without a database"
     );
-    assert!(manager.force_refresh().await.is_some());
-    assert_eq!(events.flush(), 2, "both events wait for the database");
+    assert!(h.manager.force_refresh().await.is_some());
+    assert_eq!(h.events.flush(), 2, "both events wait for the database");
     std::fs::remove_file(dir.path().join("later")).unwrap();
-    assert_eq!(events.flush(), 0);
+    assert_eq!(h.events.flush(), 0);
     let conn = Connection::open(&path).unwrap();
     let n: i64 = conn
         .query_row("SELECT COUNT(*) FROM api_events", [], |r| r.get(0))
