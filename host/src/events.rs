@@ -186,8 +186,8 @@ struct Writer<S, C> {
     warned: bool,
     /// Events pushed since the last write attempt.
     unwritten: bool,
-    /// The first rows of `pending` went out in a transaction whose commit
-    /// was cut off: they may already be stored. Checked before resending,
+    /// The first rows of `pending` went out in a write whose answer was
+    /// cut off: they may already be stored. Checked before resending,
     /// so a server restart never duplicates a row.
     unconfirmed: usize,
 }
@@ -308,7 +308,7 @@ where
         if !self.pending.is_empty() {
             let batch = self.pending.make_contiguous();
             if let Err(e) = conn.insert(batch) {
-                if e.commit_unknown() {
+                if e.outcome_unknown() {
                     self.unconfirmed = batch.len();
                 }
                 return Err(e);
@@ -412,8 +412,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A database that commits the first batch but reports the connection
-    /// lost during the commit, as a server restart can.
+    /// A database that stores the first batch but reports the connection
+    /// lost before it could answer, as a server restart can.
     #[derive(Clone, Default)]
     struct Flaky {
         stored: Arc<Mutex<Vec<EventRow>>>,
@@ -426,7 +426,7 @@ mod tests {
             self.stored.lock().unwrap().extend_from_slice(rows);
             if self.cut_commits.load(Ordering::SeqCst) > 0 {
                 self.cut_commits.fetch_sub(1, Ordering::SeqCst);
-                return Err(StoreError::new("connection closed").during_commit());
+                return Err(StoreError::new("connection closed").outcome_unknown_after_sending());
             }
             Ok(())
         }
@@ -458,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_off_commit_that_landed_is_not_sent_again() {
+    fn a_cut_off_write_that_landed_is_not_sent_again() {
         let db = Flaky::default();
         db.cut_commits.store(1, Ordering::SeqCst);
         db.fail_connects.store(0, Ordering::SeqCst);
@@ -485,7 +485,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_off_commit_that_did_not_land_is_sent_again() {
+    fn a_cut_off_write_that_did_not_land_is_sent_again() {
         let db = Flaky::default();
         db.cut_commits.store(1, Ordering::SeqCst);
         let mut w = writer_for(&db);

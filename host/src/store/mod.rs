@@ -34,25 +34,25 @@ pub enum Database {
 #[derive(Debug)]
 pub struct StoreError {
     message: String,
-    commit_unknown: bool,
+    outcome_unknown: bool,
 }
 
 impl StoreError {
     pub(crate) fn new(message: impl Into<String>) -> StoreError {
         StoreError {
             message: message.into(),
-            commit_unknown: false,
+            outcome_unknown: false,
         }
     }
 
-    /// The connection broke while committing: the rows may or may not be
-    /// in the database.
-    pub fn commit_unknown(&self) -> bool {
-        self.commit_unknown
+    /// The connection broke after the write was sent: the rows may or may
+    /// not be in the database.
+    pub fn outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
-    pub(crate) fn during_commit(mut self) -> StoreError {
-        self.commit_unknown = true;
+    pub(crate) fn outcome_unknown_after_sending(mut self) -> StoreError {
+        self.outcome_unknown = true;
         self
     }
 }

@@ -76,7 +76,7 @@ impl Session {
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.as_db_error().is_some() => Err(e.into()),
-            Err(e) => Err(StoreError::from(e).during_commit()),
+            Err(e) => Err(StoreError::from(e).outcome_unknown_after_sending()),
         }
     }
 }
