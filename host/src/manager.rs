@@ -346,20 +346,14 @@ impl TokenManager {
                 guest
             }
         };
-        let token = export_call!(self, &mut guest, "get-token", call_get_token).flatten();
-        self.refresh_snapshot_if_changed(&mut guest, token.as_deref())
-            .await;
-        token
+        self.enter_get_token(&mut guest).await
     }
 
     /// Always enter the component for `get-token`, bypassing the snapshot.
     /// The slow path, for benchmarks and for checking the fast path.
     pub async fn get_token_from_component(&self) -> Option<String> {
         let mut guest = self.guest.lock().await;
-        let token = export_call!(self, &mut guest, "get-token", call_get_token).flatten();
-        self.refresh_snapshot_if_changed(&mut guest, token.as_deref())
-            .await;
-        token
+        self.enter_get_token(&mut guest).await
     }
 
     /// Drop the cached token and acquire a new one (`TOKEN_REFRESHED`).
@@ -428,6 +422,14 @@ impl TokenManager {
 
     /// A `get-token` that returned the snapshot's token left the cache as it
     /// was (same token, same expiry); anything else may have changed it.
+    /// `get-token` in the component, then the snapshot brought up to date.
+    async fn enter_get_token(&self, guest: &mut Guest) -> Option<String> {
+        let token = export_call!(self, guest, "get-token", call_get_token).flatten();
+        self.refresh_snapshot_if_changed(guest, token.as_deref())
+            .await;
+        token
+    }
+
     async fn refresh_snapshot_if_changed(&self, guest: &mut Guest, token: Option<&str>) {
         let unchanged = {
             let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
