@@ -81,11 +81,21 @@ fn find_bin() -> Option<PathBuf> {
         .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
 }
 
+/// A free loopback port below Linux's ephemeral range (32768 and up), and
+/// never one this process handed out before. A port from `bind(0)` is
+/// ephemeral: while a restart test has its server stopped, any outgoing
+/// connection or another `bind(0)` may take it, and the restart fails.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::hash::{BuildHasher, RandomState};
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let random = RandomState::new();
+    let port = (0u32..10_000)
+        .map(|attempt| 20_000 + (random.hash_one(attempt) % 12_000) as u16)
+        .find(|port| !handed_out.contains(port) && TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free loopback port in 20000..32000");
+    handed_out.push(port);
+    port
 }
 
 fn unique() -> String {
